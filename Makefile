@@ -1,0 +1,42 @@
+# hypersdk: `make run` serves the API on 127.0.0.1:8080; `make test` runs every test.
+# Both install what is missing first (Debian packages as root, then a .venv).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= etc/hypersdk.yaml
+export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
+
+# What the daemon itself runs: disk tools, libvirt client, and what builds libvirt-python.
+RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl
+# What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges.
+TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
+	libxml2-utils dnsmasq-base iproute2
+
+.PHONY: run test unit integration packages test-packages clean
+
+run: packages $(BIN)/.installed
+	$(BIN)/twistd --pidfile= -n hypersdk --config $(CONFIG)
+
+test: packages test-packages $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests
+
+unit: $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: packages test-packages $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests/integration
+
+packages:
+	@scripts/ensure-debian-packages $(RUN_PACKAGES)
+
+test-packages:
+	@scripts/ensure-debian-packages $(TEST_PACKAGES)
+
+$(BIN)/.installed: requirements.txt | packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) build var

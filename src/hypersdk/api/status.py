@@ -1,0 +1,42 @@
+"""GET /health and GET /status."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from .. import __version__
+from ..jobs.manager import JobManager
+from ..timefmt import rfc3339
+from .http import respond
+
+HEALTH_TIMEOUT = 2.0
+
+
+class StatusAPI:
+    log = Logger()
+
+    def __init__(self, manager: JobManager, store, clock, started_at: float):
+        self._manager = manager
+        self._store = store
+        self._clock = clock
+        self._started_at = started_at
+
+    def register(self, app) -> None:
+        app.route("/health", methods=["GET"])(self.health)
+        app.route("/status", methods=["GET"])(self.status)
+
+    def _uptime(self) -> float:
+        return round(self._clock.seconds() - self._started_at, 3)
+
+    async def health(self, request):
+        try:
+            await self._store.ping().addTimeout(HEALTH_TIMEOUT, self._clock)
+        except Exception as e:
+            self.log.warn("health check: database unreachable: {error}", error=repr(e))
+            return respond(request, {"status": "unavailable", "error": "the job database cannot be reached"}, 503)
+        return respond(request, {"status": "ok", "version": __version__, "uptime_seconds": self._uptime()})
+
+    def status(self, request):
+        body = self._manager.status()
+        body.update(version=__version__, uptime_seconds=self._uptime(), timestamp=rfc3339(self._clock.seconds()))
+        return respond(request, body)

@@ -1,0 +1,221 @@
+"""The daemon's configuration: frozen values and their pure validation.
+
+The YAML file is read once at start-up. Every key is declared here with its type,
+default and check; an unknown key, a wrong type or a bad value raises ConfigError
+with one line naming the file and the key (``etc/x.yaml: log.format: must be one
+of json, text``). Nothing else in the daemon reads the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from typing import Any, Literal, Optional
+
+import attrs
+import yaml
+from attrs import field, frozen
+
+from .errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _check(predicate, problem):
+    """Field metadata: a value check and the message when it fails."""
+    return {"check": (predicate, problem)}
+
+
+def _positive(v):
+    return v > 0
+
+
+@frozen
+class LogConfig:
+    level: Literal["debug", "info", "warn", "error", "critical"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@frozen
+class DatabaseConfig:
+    path: str = field(default="var/hypersdk.db", metadata=_check(bool, "must not be empty"))
+
+
+@frozen
+class MetricsConfig:
+    enabled: bool = True
+    port: Optional[int] = field(
+        default=None, metadata=_check(lambda p: p is None or 0 < p < 65536, "must be a TCP port")
+    )
+
+
+@frozen
+class LimitsConfig:
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
+
+
+@frozen
+class WebhookConfig:
+    _aliases = {"retry": "retry_count"}
+
+    url: str = field(
+        metadata=_check(lambda u: u.startswith(("http://", "https://")), "must be an http(s) URL")
+    )
+    events: tuple[str, ...] = ()
+    enabled: bool = True
+    timeout: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    retry_count: int = field(default=3, metadata=_check(lambda n: 0 <= n <= 20, "must be 0..20"))
+    headers: dict[str, str] = field(factory=dict)
+    secret: Optional[str] = None
+
+
+@frozen
+class VCenterConfig:
+    url: str
+    username: str
+    password: Optional[str] = field(default=None, repr=False)
+    password_file: Optional[str] = None
+    insecure: bool = False
+    thumbprint: Optional[str] = None
+
+
+@frozen
+class VddkConfig:
+    libdir: Optional[str] = None
+
+
+@frozen
+class PipelineConfig:
+    work_dir: str = "var/work"
+    connect_timeout: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    shutdown_timeout: float = field(default=300.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    process_kill_grace: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+
+
+@frozen
+class Config:
+    listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_check(bool, "must not be empty"))
+    worker_count: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 256, "must be 1..256"))
+    log: LogConfig = field(factory=LogConfig)
+    database: DatabaseConfig = field(factory=DatabaseConfig)
+    limits: LimitsConfig = field(factory=LimitsConfig)
+    metrics: MetricsConfig = field(factory=MetricsConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    vcenters: dict[str, VCenterConfig] = field(factory=dict)
+    vddk: VddkConfig = field(factory=VddkConfig)
+    pipeline: PipelineConfig = field(factory=PipelineConfig)
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the YAML file at ``path``; raise ConfigError naming file and key."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    try:
+        config = parse_config({} if data is None else data)
+        _check_references(config)
+    except _Invalid as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def parse_config(data: Any) -> Config:
+    """Validate an already-parsed mapping (raises _Invalid naming the key)."""
+    return _build(Config, data, "")
+
+
+def _check_references(config: Config) -> None:
+    for name, vc in config.vcenters.items():
+        if (vc.password is None) == (vc.password_file is None):
+            raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")
+        if vc.password_file is not None and not os.access(vc.password_file, os.R_OK):
+            raise _Invalid(f"vcenters.{name}.password_file", f"cannot read {vc.password_file}")
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise _Invalid(prefix.rstrip(".") or "(top level)", "must be a mapping")
+    aliases = getattr(cls, "_aliases", {})
+    data = {aliases.get(k, k): v for k, v in data.items()}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for key in data:
+        if not isinstance(key, str) or key not in fields:
+            raise _Invalid(f"{prefix}{key}", "unknown key")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in data:
+            if f.default is attrs.NOTHING:
+                raise _Invalid(key, "is required")
+            continue
+        value = _convert(hints[name], data[name], key, f.metadata)
+        check = f.metadata.get("check")
+        if check and value is not None and not check[0](value):
+            raise _Invalid(key, check[1])
+        values[f.alias] = value
+    return cls(**values)
+
+
+def _convert(hint, value, key: str, metadata):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, metadata)
+    if origin is Literal:
+        if value not in args:
+            raise _Invalid(key, f"must be one of {', '.join(sorted(map(str, args)))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _Invalid(key, "must be a list")
+        return tuple(_convert(args[0], v, f"{key}[{i}]", {}) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Invalid(key, "must be a mapping")
+        return {str(k): _convert(args[1], v, f"{key}.{k}", {}) for k, v in value.items()}
+    if attrs.has(hint):
+        return _build(hint, value, f"{key}.")
+    if hint is float and metadata.get("duration") and isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise _Invalid(key, "must be a number of seconds or a duration such as 30s")
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(key, "must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, "must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(key, "must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Invalid(key, "must be a string")
+        return value
+    raise AssertionError(f"unsupported config type {hint!r}")  # a bug in this module
+
+
+def read_vcenter_password(vc: VCenterConfig) -> str:
+    if vc.password is not None:
+        return vc.password
+    with open(vc.password_file, encoding="utf-8") as f:
+        return f.read().strip()

@@ -1,0 +1,46 @@
+"""In-process event bus.
+
+Jobs (and later schedules) publish each change once; the WebSocket, webhooks and
+metrics subscribe. A subscriber that raises is logged and never disturbs the
+publisher or the other subscribers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attrs import frozen
+from twisted.logger import Logger
+
+JOB_SUBMITTED = "job.submitted"
+JOB_STARTED = "job.started"
+JOB_PROGRESS = "job.progress"
+JOB_COMPLETED = "job.completed"
+JOB_FAILED = "job.failed"
+JOB_CANCELLED = "job.cancelled"
+
+
+@frozen
+class Event:
+    type: str
+    timestamp: float
+    subject: Any  # a jobs.model.Job for job events
+
+
+class EventBus:
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def publish(self, event: Event) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                self.log.failure("event subscriber failed on {event_type}", event_type=event.type)

@@ -1,0 +1,293 @@
+"""Job definitions: complete validation at submit, and the typed spec the pipeline runs.
+
+``parse_definition`` is pure. It rejects what a user would regret (unknown
+fields, wrong types, bad enums, malformed network mappings) with an InvalidField
+naming the field, and returns a JobSpec. ``spec_to_definition`` writes the
+normalized JSON shape back (defaults filled in, secrets as "***"): that shape
+is what is stored and what the API shows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional
+
+from attrs import frozen
+
+from ..errors import InvalidField
+
+REDACTED = "***"
+USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+BRIDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
+NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+THUMBPRINT = re.compile(r"^(?:[0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
+CONVERSION_METHODS = ("https", "vddk", "virt-v2v")
+DISK_FORMATS = ("qcow2", "raw")
+DOMAIN_TYPES = ("kvm", "qemu")
+SECRET_FIELDS = (("source", "password"),)
+
+
+@frozen
+class SourceSpec:
+    type: str
+    vcenter_url: Optional[str]
+    username: Optional[str]
+    password: Optional[str]
+    datacenter: Optional[str]
+    insecure: bool
+    thumbprint: Optional[str]
+    vcenter: Optional[str]  # name of a vCenter from the config file
+
+
+@frozen
+class DestinationSpec:
+    type: str
+    libvirt_uri: str
+    storage_pool: Optional[str]
+    output_dir: Optional[str]
+    disk_format: str
+    domain_name: Optional[str]
+    domain_type: str
+    start: bool
+
+
+@frozen
+class OptionsSpec:
+    conversion_method: str
+    network_mapping: dict[str, str]
+    shutdown_source: bool
+    remove_cdrom: bool
+    verify: bool
+
+
+@frozen
+class JobSpec:
+    id: Optional[str]
+    name: Optional[str]
+    vm_path: str
+    source: SourceSpec
+    destination: DestinationSpec
+    options: OptionsSpec
+    metadata: dict[str, Any]
+
+    @property
+    def datacenter(self) -> str:
+        return self.source.datacenter or self.vm_path.split("/")[0]
+
+
+@frozen
+class SubmitContext:
+    """What validation needs to know about this daemon."""
+
+    vcenter_names: frozenset[str] = frozenset()
+    # conversion method -> None when usable here, else the reason it is not
+    method_problem: Callable[[str], Optional[str]] = lambda method: None
+
+
+class _Obj:
+    """Reads one JSON object field by field and rejects what is left over."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, dict):
+            raise InvalidField(path or "definition", "must be a JSON object")
+        self.data, self.path, self.seen = data, path, set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind, required: bool = False, default=None):
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise InvalidField(self._name(key), "is required")
+            return default
+        value = self.data[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not ok:
+            raise InvalidField(self._name(key), f"must be {_KIND_NAMES[kind]}")
+        return value
+
+    def text(self, key: str, required: bool = False, default=None, pattern=None, hint=""):
+        value = self.get(key, str, required, default)
+        if value is not None:
+            if not value.strip():
+                raise InvalidField(self._name(key), "must not be empty")
+            if pattern is not None and not pattern.match(value):
+                raise InvalidField(self._name(key), hint)
+        return value
+
+    def choice(self, key: str, choices, default=None, required: bool = False):
+        value = self.get(key, str, required, default)
+        if value is not None and value not in choices:
+            raise InvalidField(self._name(key), f"must be one of {', '.join(choices)}")
+        return value
+
+    def child(self, key: str, required: bool = False) -> "_Obj":
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise InvalidField(self._name(key), "is required")
+            return _Obj({}, self._name(key))
+        return _Obj(self.data[key], self._name(key))
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                raise InvalidField(self._name(key), "unknown field")
+
+
+_KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer"}
+
+
+def parse_definition(data: Any, context: SubmitContext = SubmitContext()) -> JobSpec:
+    top = _Obj(data, "")
+    spec = JobSpec(
+        id=top.text("id", pattern=USER_ID, hint="must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        name=top.text("name"),
+        vm_path=_vm_path(top),
+        source=_source(top.child("source", required=True), context),
+        destination=_destination(top.child("destination", required=True)),
+        options=_options(top.child("options"), context),
+        metadata=top.get("metadata", dict, default={}),
+    )
+    top.done()
+    return spec
+
+
+def _vm_path(top: _Obj) -> str:
+    path = top.text("vm_path", required=True)
+    parts = path.split("/")
+    if len(parts) < 3 or any(not p.strip() for p in parts):
+        raise InvalidField("vm_path", "must be an inventory path such as Datacenter/vm/folder/name")
+    return path
+
+
+def _source(o: _Obj, context: SubmitContext) -> SourceSpec:
+    o.choice("type", ("vsphere",), required=True)
+    vcenter = o.text("vcenter")
+    if vcenter is not None and vcenter not in context.vcenter_names:
+        known = ", ".join(sorted(context.vcenter_names)) or "none are configured"
+        raise InvalidField(f"{o.path}.vcenter", f"unknown vCenter {vcenter!r} ({known})")
+    needed = vcenter is None  # a named vCenter brings its own URL and credentials
+    spec = SourceSpec(
+        type="vsphere",
+        vcenter_url=o.text("vcenter_url", required=needed),
+        username=o.text("username", required=needed),
+        password=o.get("password", str, required=needed),
+        datacenter=o.text("datacenter"),
+        insecure=o.get("insecure", bool, default=False),
+        thumbprint=o.text("thumbprint", pattern=THUMBPRINT, hint="must be a SHA-1 or SHA-256 fingerprint as AA:BB:..."),
+        vcenter=vcenter,
+    )
+    o.done()
+    return spec
+
+
+def _destination(o: _Obj) -> DestinationSpec:
+    o.choice("type", ("kvm",), required=True)
+    pool = o.text("storage_pool")
+    output_dir = o.text("output_dir")
+    if pool is not None and output_dir is not None:
+        raise InvalidField(f"{o.path}.output_dir", "give either storage_pool or output_dir, not both")
+    if output_dir is not None and not output_dir.startswith("/"):
+        raise InvalidField(f"{o.path}.output_dir", "must be an absolute path")
+    spec = DestinationSpec(
+        type="kvm",
+        libvirt_uri=o.text("libvirt_uri", default="qemu:///system"),
+        storage_pool=pool if pool is not None or output_dir is not None else "default",
+        output_dir=output_dir,
+        disk_format=o.choice("disk_format", DISK_FORMATS, default="qcow2"),
+        domain_name=o.text("domain_name", pattern=DOMAIN_NAME, hint="must be letters, digits, '.', '_' or '-' (at most 64)"),
+        domain_type=o.choice("domain_type", DOMAIN_TYPES, default="kvm"),
+        start=o.get("start", bool, default=False),
+    )
+    o.done()
+    return spec
+
+
+def _options(o: _Obj, context: SubmitContext) -> OptionsSpec:
+    method = o.choice("conversion_method", CONVERSION_METHODS, default="https")
+    problem = context.method_problem(method)
+    if problem:
+        raise InvalidField(f"{o.path}.conversion_method", problem)
+    spec = OptionsSpec(
+        conversion_method=method,
+        network_mapping=_network_mapping(o.get("network_mapping", dict, default={}), f"{o.path}.network_mapping"),
+        shutdown_source=o.get("shutdown_source", bool, default=False),
+        remove_cdrom=o.get("remove_cdrom", bool, default=False),
+        verify=o.get("verify", bool, default=True),
+    )
+    o.done()
+    return spec
+
+
+def _network_mapping(mapping: dict, path: str) -> dict[str, str]:
+    for source, target in mapping.items():
+        name = f"{path}[{source!r}]"
+        if not source.strip():
+            raise InvalidField(path, "network names must not be empty")
+        if not isinstance(target, str):
+            raise InvalidField(name, "must be a bridge name or network:<libvirt network>")
+        if target.startswith("network:"):
+            if not NETWORK_NAME.match(target[len("network:"):]):
+                raise InvalidField(name, "must name a libvirt network after 'network:'")
+        elif not BRIDGE_NAME.match(target):
+            raise InvalidField(name, "must be a bridge name (at most 15 letters, digits, '.', '_', '-') or network:<libvirt network>")
+    return dict(mapping)
+
+
+def spec_to_definition(spec: JobSpec) -> dict[str, Any]:
+    """The normalized JSON shape of a definition, secrets redacted."""
+    s, d, o = spec.source, spec.destination, spec.options
+    definition: dict[str, Any] = {
+        "id": spec.id,
+        "name": spec.name,
+        "vm_path": spec.vm_path,
+        "source": {
+            "type": s.type,
+            "vcenter_url": s.vcenter_url,
+            "username": s.username,
+            "password": REDACTED if s.password is not None else None,
+            "datacenter": spec.datacenter,
+            "insecure": s.insecure,
+            "thumbprint": s.thumbprint,
+            "vcenter": s.vcenter,
+        },
+        "destination": {
+            "type": d.type,
+            "libvirt_uri": d.libvirt_uri,
+            "storage_pool": d.storage_pool,
+            "output_dir": d.output_dir,
+            "disk_format": d.disk_format,
+            "domain_name": d.domain_name,
+            "domain_type": d.domain_type,
+            "start": d.start,
+        },
+        "options": {
+            "conversion_method": o.conversion_method,
+            "network_mapping": dict(o.network_mapping),
+            "shutdown_source": o.shutdown_source,
+            "remove_cdrom": o.remove_cdrom,
+            "verify": o.verify,
+        },
+        "metadata": spec.metadata,
+    }
+    return _drop_nones(definition)
+
+
+def _drop_nones(d: dict) -> dict:
+    return {k: _drop_nones(v) if isinstance(v, dict) and k != "metadata" else v for k, v in d.items() if v is not None}
+
+
+def secrets_of(spec: JobSpec) -> dict[str, str]:
+    return {"source.password": spec.source.password} if spec.source.password is not None else {}
+
+
+def with_secrets(definition: dict[str, Any], secrets: dict[str, str]) -> dict[str, Any]:
+    """Put the decrypted secrets back into a stored definition (for the pipeline)."""
+    restored = {k: dict(v) if isinstance(v, dict) else v for k, v in definition.items()}
+    for dotted, value in secrets.items():
+        section, key = dotted.split(".", 1)
+        restored[section][key] = value
+    return restored

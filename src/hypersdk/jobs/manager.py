@@ -1,0 +1,305 @@
+"""The job manager: FIFO queue, bounded concurrency, cancel, restart recovery.
+
+The queue lives in the store (the oldest pending job is claimed when a worker
+slot frees), so nothing but the running jobs is held in memory and pending jobs
+survive a restart. Each running job is one Deferred; cancelling it cancels the
+pipeline stage it is in, and the job ends only once that stage has cleaned up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Optional, Protocol, Sequence
+
+from attrs import define, evolve, field
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.logger import Logger
+
+from .. import events
+from ..errors import HyperSDKError, Unavailable
+from ..events import Event, EventBus
+from ..store.base import JobStore
+from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
+from .model import ACTIVE, CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress
+from .progress import ProgressReporter
+
+# How long a cancel request waits for running jobs to clean up before answering.
+CANCEL_WAIT_SECONDS = 10.0
+# How long stopping waits for running jobs to clean up (twistd must exit within 30 s).
+STOP_WAIT_SECONDS = 20.0
+
+
+class Pipeline(Protocol):
+    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
+        """Migrate; fire with the result dict. Cancelling must stop and clean up."""
+
+
+@define
+class _Run:
+    job: Job
+    reporter: Optional[ProgressReporter] = None
+    deferred: Optional[Deferred] = None
+    cancel_reason: Optional[str] = None  # "user" or "shutdown"
+    finishing: bool = False  # the outcome is being stored: too late to cancel
+    waiters: list = field(factory=list)
+
+    def when_done(self) -> Deferred:
+        d = Deferred()
+        self.waiters.append(d)
+        return d
+
+
+class JobManager:
+    log = Logger()
+
+    def __init__(self, store: JobStore, pipeline: Pipeline, clock, bus: EventBus, worker_count: int,
+                 context: SubmitContext = SubmitContext()):
+        self._store = store
+        self._pipeline = pipeline
+        self._clock = clock
+        self._bus = bus
+        self._worker_count = worker_count
+        self._context = context
+        self._running: dict[str, _Run] = {}
+        self._counts = dict.fromkeys(STATUSES, 0)
+        self._stopping = False
+        self._filling = False
+        self._fill_again = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Fail what a previous process left running, then start pending jobs."""
+        for job in await self._store.fail_interrupted(self._clock.seconds()):
+            self.log.warn("job {job_id} was interrupted by a restart", job_id=job.id)
+            self._publish(events.JOB_FAILED, job)
+        self._counts = await self._store.counts()
+        self._fill()
+
+    async def stop(self) -> None:
+        """Accept no more jobs; interrupt running ones and wait for them to clean up."""
+        self._stopping = True
+        waits = [run.when_done() for run in self._running.values()]
+        for run in list(self._running.values()):
+            self._cancel_run(run, "shutdown")
+        if waits:
+            await _within(self._clock, DeferredList(waits), STOP_WAIT_SECONDS)
+
+    # -- reads ---------------------------------------------------------------
+
+    def status(self) -> dict[str, int]:
+        c = self._counts
+        return {
+            "total_jobs": sum(c.values()),
+            "running_jobs": c[RUNNING],
+            "completed_jobs": c[COMPLETED],
+            "failed_jobs": c[FAILED],
+            "worker_count": self._worker_count,
+            "active_workers": len(self._running),
+            "pending_jobs": c[PENDING],
+            "cancelled_jobs": c[CANCELLED],
+        }
+
+    async def get(self, job_id: str) -> Optional[Job]:
+        run = self._running.get(job_id)  # fresher than the stored, throttled progress
+        return run.job if run else await self._store.get(job_id)
+
+    def query(self, statuses, job_ids, limit: int, offset: int) -> Deferred:
+        return self._store.query(statuses, job_ids, limit, offset)
+
+    def history(self, job_id: str) -> Deferred:
+        return self._store.history(job_id)
+
+    # -- submit ----------------------------------------------------------------
+
+    def validate(self, definitions: Sequence[Any]) -> list[JobSpec]:
+        """Parse every definition; InvalidField names the first bad field."""
+        return [parse_definition(d, self._context) for d in definitions]
+
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+        if self._stopping:
+            raise Unavailable("the daemon is stopping and accepts no new jobs")
+        now = self._clock.seconds()
+        new_jobs = []
+        for spec in specs:
+            job_id = spec.id or str(uuid.uuid4())
+            definition = {**spec_to_definition(spec), "id": job_id}
+            new_jobs.append(NewJob(id=job_id, definition=definition, secrets=secrets_of(spec), created_at=now))
+        await self._store.insert(new_jobs)
+        self._counts[PENDING] += len(new_jobs)
+        jobs = [
+            Job(id=n.id, definition=n.definition, status=PENDING, progress=Progress(), created_at=now, updated_at=now)
+            for n in new_jobs
+        ]
+        for job in jobs:
+            self.log.info("job {job_id} submitted for {vm}", job_id=job.id, vm=job.definition["vm_path"])
+            self._publish(events.JOB_SUBMITTED, job)
+        self._fill()
+        return jobs
+
+    # -- cancel ----------------------------------------------------------------
+
+    async def cancel(self, job_ids: Sequence[str], statuses: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """Cancel the named jobs and every active job in ``statuses``.
+
+        Returns (cancelled ids, {id: why not}) once running jobs have stopped.
+        """
+        targets = list(dict.fromkeys(job_ids))
+        wanted = [s for s in statuses if s in ACTIVE]
+        if wanted:
+            found, _ = await self._store.query(wanted, None, limit=1_000_000, offset=0)
+            targets.extend(j.id for j in found if j.id not in targets)
+        cancelled: list[str] = []
+        errors: dict[str, str] = {}
+        waits = {}
+        for job_id in targets:
+            if job_id in self._running:
+                waits[job_id] = self._request_cancel(job_id)
+                continue
+            job = await self._store.finish(job_id, CANCELLED, self._clock.seconds(), from_statuses=(PENDING,))
+            if job is not None:
+                self._moved(PENDING, CANCELLED)
+                self._publish(events.JOB_CANCELLED, job)
+                cancelled.append(job_id)
+            elif job_id in self._running:  # claimed while we looked
+                waits[job_id] = self._request_cancel(job_id)
+            else:
+                errors[job_id] = await self._why_not_cancellable(job_id)
+        if waits:
+            await _within(self._clock, DeferredList(list(waits.values())), CANCEL_WAIT_SECONDS)
+        for job_id, wait in waits.items():
+            final = wait.result if wait.called else None
+            if final == CANCELLED:
+                cancelled.append(job_id)
+            else:
+                errors[job_id] = f"job {final} before it could be cancelled" if final else "cancel requested; the job is still stopping"
+        return cancelled, errors
+
+    def _request_cancel(self, job_id: str) -> Deferred:
+        run = self._running[job_id]
+        wait = run.when_done()
+        self._cancel_run(run, "user")
+        return wait
+
+    async def _why_not_cancellable(self, job_id: str) -> str:
+        job = await self._store.get(job_id)
+        if job is None:
+            return "job not found"
+        if job.status == RUNNING:
+            return "job is running on another daemon"
+        return f"job already {job.status}"
+
+    def _cancel_run(self, run: _Run, reason: str) -> None:
+        if run.cancel_reason is None and not run.finishing:
+            run.cancel_reason = reason
+            self.log.info("cancelling job {job_id} ({reason})", job_id=run.job.id, reason=reason)
+            if run.deferred is not None:
+                run.deferred.cancel()
+
+    # -- running ---------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Start pending jobs while worker slots are free (one loop at a time)."""
+        if self._filling:
+            self._fill_again = True
+            return
+        self._filling = True
+        Deferred.fromCoroutine(self._fill_loop()).addErrback(
+            lambda f: self.log.failure("could not start pending jobs", f)
+        )
+
+    async def _fill_loop(self) -> None:
+        try:
+            while True:
+                self._fill_again = False
+                while not self._stopping and len(self._running) < self._worker_count:
+                    job = await self._store.claim_next(self._clock.seconds())
+                    if job is None:
+                        break
+                    self._start(job)
+                if not self._fill_again:
+                    break
+        finally:
+            self._filling = False
+
+    def _start(self, job: Job) -> None:
+        run = _Run(job=job)
+        self._running[job.id] = run
+        self._moved(PENDING, RUNNING)
+        self.log.info("job {job_id} started", job_id=job.id)
+        self._publish(events.JOB_STARTED, job)
+        run.reporter = ProgressReporter(job.progress, self._clock.seconds, lambda p, note: self._progressed(run, p, note))
+        run.deferred = Deferred.fromCoroutine(self._execute(run))
+        run.deferred.addErrback(lambda f: self.log.failure("job {job_id} crashed", f, job_id=job.id))
+
+    async def _execute(self, run: _Run) -> None:
+        job_id = run.job.id
+        try:
+            secrets = await self._store.secrets(job_id)
+            spec = parse_definition(with_secrets(run.job.definition, secrets), self._context)
+            result = await self._pipeline.run(spec, job_id, run.reporter)
+        except CancelledError:
+            if run.cancel_reason == "shutdown":
+                outcome = (FAILED, f"interrupted: daemon stopped during {run.reporter.stage}", None)
+            else:
+                outcome = (CANCELLED, None, None)
+        except HyperSDKError as e:
+            outcome = (FAILED, f"{run.reporter.stage}: {e.message}", None)
+        except Exception as e:
+            self.log.failure("job {job_id} failed with an unexpected error", job_id=job_id)
+            outcome = (FAILED, f"{run.reporter.stage}: internal error: {type(e).__name__}: {e}", None)
+        else:
+            outcome = (COMPLETED, None, result)
+        await self._finish(run, *outcome)
+
+    async def _finish(self, run: _Run, status: str, error: Optional[str], result: Optional[dict]) -> None:
+        job_id = run.job.id
+        run.finishing = True
+        progress = run.reporter.progress
+        if status == COMPLETED:
+            progress = evolve(progress, stage="done", percent_complete=100.0, eta_seconds=0, message="completed")
+        try:
+            job = await self._store.finish(
+                job_id, status, self._clock.seconds(), from_statuses=(RUNNING,), error=error, result=result, progress=progress
+            )
+        finally:
+            del self._running[job_id]
+            self._moved(RUNNING, status)
+            for waiter in run.waiters:
+                waiter.callback(status)
+            self._fill()
+        if job is not None:
+            self.log.info("job {job_id} {status}", job_id=job_id, status=status, error=error)
+            self._publish({COMPLETED: events.JOB_COMPLETED, FAILED: events.JOB_FAILED}.get(status, events.JOB_CANCELLED), job)
+
+    def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:
+        now = self._clock.seconds()
+        run.job = evolve(run.job, progress=progress, updated_at=now)
+        self._store.save_progress(run.job.id, progress, now, note).addErrback(
+            lambda f: self.log.failure("could not store progress of job {job_id}", f, job_id=run.job.id)
+        )
+        self._publish(events.JOB_PROGRESS, run.job)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _moved(self, old: str, new: str) -> None:
+        self._counts[old] -= 1
+        self._counts[new] += 1
+
+    def _publish(self, event_type: str, job: Job) -> None:
+        self._bus.publish(Event(event_type, self._clock.seconds(), job))
+
+
+def _within(clock, d: Deferred, seconds: float) -> Deferred:
+    """Wait for ``d`` at most ``seconds`` (then go on without cancelling it)."""
+    waiter: Deferred = Deferred()
+    timer = clock.callLater(seconds, lambda: waiter.called or waiter.callback(None))
+
+    def done(_):
+        if timer.active():
+            timer.cancel()
+        if not waiter.called:
+            waiter.callback(None)
+
+    d.addBoth(done)
+    return waiter

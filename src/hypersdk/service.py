@@ -1,0 +1,83 @@
+"""HyperSDKService: wiring only, with a fixed start and stop order.
+
+Start: store thread → schema → worker pools → restart recovery and queue →
+HTTP listener. Stop (SIGTERM): stop listening → interrupt running jobs and
+wait for their clean-up → worker pools → close the store → join its thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+
+
+class HyperSDKService(MultiService):
+    log = Logger()
+
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, log_observer=None, workers=()):
+        super().__init__()
+        self._reactor = reactor
+        self._endpoint = endpoint
+        self._site = site
+        self._store = store
+        self._store_runner = store_runner
+        self._manager = manager
+        self._log_observer = log_observer
+        self._workers = workers  # thread pools etc. with start() and stop()
+        self._port = None
+        self.ready: Deferred = Deferred()
+
+    def setServiceParent(self, parent):
+        # twistd builds the Application around the service a plugin returns and
+        # then asks that Application for its log observer: this is where a
+        # plugin can make ``log.format`` and ``log.level`` take effect.
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
+
+    def startService(self):
+        super().startService()
+        Deferred.fromCoroutine(self._start()).addCallbacks(self.ready.callback, self._start_failed)
+
+    async def _start(self):
+        self._store_runner.start()
+        await self._store.open()
+        for worker in self._workers:
+            worker.start()
+        await self._manager.start()
+        self._port = await self._endpoint.listen(self._site)
+        address = self._port.getHost()
+        self.log.info("hypersdk listening on {host}:{port}", host=getattr(address, "host", ""), port=getattr(address, "port", ""))
+        return self._port
+
+    def _start_failed(self, failure):
+        self.log.critical("hypersdk could not start: {error}", error=_describe(failure.value))
+        # twistd has no exit status of its own for this: leave with 1 once stopped.
+        self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self._reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self):
+        self.log.info("hypersdk stopping")
+        if self._port is not None:
+            await self._port.stopListening()
+        await self._manager.stop()
+        for worker in reversed(self._workers):
+            worker.stop()
+        try:
+            await self._store.close()
+        except Exception as e:  # the store may never have opened
+            self.log.warn("closing the job store: {error}", error=_describe(e))
+        self._store_runner.stop()
+        self.log.info("hypersdk stopped")
+
+
+def _describe(error: BaseException) -> str:
+    return getattr(error, "message", None) or str(error) or type(error).__name__

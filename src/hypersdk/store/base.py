@@ -1,0 +1,69 @@
+"""The job repository interface.
+
+The manager and the API depend on this, never on SQLite: a PostgreSQL backend
+shared by several daemons implements the same methods. Every method returns a
+Deferred (or is a coroutine) and never blocks the reactor thread. State changes
+are conditional, so a terminal status is never overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol, Sequence
+
+from ..jobs.model import HistoryEntry, Job, NewJob, Progress
+
+
+class JobStore(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Flush and close; no call may follow."""
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    async def insert(self, jobs: Sequence[NewJob]) -> None:
+        """Store new pending jobs, all or none; errors.Conflict on a duplicate id."""
+
+    async def get(self, job_id: str) -> Optional[Job]: ...
+
+    async def history(self, job_id: str) -> list[HistoryEntry]: ...
+
+    async def secrets(self, job_id: str) -> dict[str, str]:
+        """The decrypted secrets of a job ({"source.password": ...})."""
+
+    async def query(
+        self,
+        statuses: Optional[Sequence[str]],
+        job_ids: Optional[Sequence[str]],
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Job], int]:
+        """Matching jobs newest first, and how many match before limit/offset."""
+
+    async def counts(self) -> dict[str, int]:
+        """Number of jobs per status (every status present, 0 when none)."""
+
+    async def claim_next(self, now: float) -> Optional[Job]:
+        """Move the oldest pending job to running and return it, or None."""
+
+    async def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str]) -> bool:
+        """Record a running job's progress (and a history line when ``note``)."""
+
+    async def finish(
+        self,
+        job_id: str,
+        status: str,
+        now: float,
+        *,
+        from_statuses: Sequence[str],
+        error: Optional[str] = None,
+        result: Optional[dict] = None,
+        progress: Optional[Progress] = None,
+    ) -> Optional[Job]:
+        """Move a job from one of ``from_statuses`` to ``status`` (with its last
+        progress); None if it was not in one of them."""
+
+    async def fail_interrupted(self, now: float) -> list[Job]:
+        """Fail every job left running by a previous process; return them."""

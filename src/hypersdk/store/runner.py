@@ -1,0 +1,22 @@
+"""Runs blocking store calls on one dedicated thread, off the reactor."""
+
+from __future__ import annotations
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+
+class ThreadRunner:
+    def __init__(self, reactor, name: str):
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        """Join the thread; call once the last store call has returned."""
+        self._pool.stop()
+
+    def run(self, fn, *args, **kwargs):
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)

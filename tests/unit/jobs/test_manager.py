@@ -1,0 +1,190 @@
+import pytest
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+
+from hypersdk import events
+from hypersdk.errors import HyperSDKError, Unavailable
+from hypersdk.events import EventBus
+from hypersdk.jobs.manager import JobManager
+from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
+from hypersdk.store.sqlite import SQLiteJobStore
+from tests.fakes.pipeline import ScriptedPipeline
+from tests.fakes.runner import ImmediateRunner
+from tests.helpers import definition, result_of
+
+
+class Harness:
+    def __init__(self, workers=2, cleanup_seconds=0.0, store=None):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.store = store or SQLiteJobStore(":memory:", ImmediateRunner(), key_path=None)
+        self.pipeline = ScriptedPipeline(self.clock, cleanup_seconds)
+        self.bus = EventBus()
+        self.events = []
+        self.bus.subscribe(lambda e: self.events.append((e.type, e.subject.id, e.subject.status)))
+        self.manager = JobManager(self.store, self.pipeline, self.clock, self.bus, workers)
+
+    def start(self, open_store=True):
+        if open_store:
+            result_of(self.store.open())
+        result_of(self.manager.start())
+        return self
+
+    def submit(self, n=1, **changes):
+        specs = self.manager.validate([definition(**changes) for _ in range(n)])
+        return [job.id for job in result_of(self.manager.submit(specs))]
+
+    def status(self, job_id):
+        return result_of(self.store.get(job_id)).status
+
+
+@pytest.fixture
+def h():
+    return Harness().start()
+
+
+def test_at_most_worker_count_jobs_run_and_the_rest_wait_in_order(h):
+    ids = h.submit(5)
+    assert h.pipeline.started == ids[:2]
+    assert h.manager.status()["active_workers"] == 2
+    assert [h.status(i) for i in ids] == [RUNNING, RUNNING, PENDING, PENDING, PENDING]
+    h.pipeline.runs[ids[1]].complete()
+    assert h.pipeline.started == ids[:3]
+    h.pipeline.runs[ids[0]].complete()
+    assert h.pipeline.started == ids[:4]
+    assert h.status(ids[0]) == COMPLETED
+
+
+def test_status_counts_follow_every_transition(h):
+    ids = h.submit(3)
+    h.pipeline.runs[ids[0]].complete()
+    h.pipeline.runs[ids[1]].fail(HyperSDKError("boom"))
+    assert h.manager.status() == {
+        "total_jobs": 3, "running_jobs": 1, "completed_jobs": 1, "failed_jobs": 1,
+        "worker_count": 2, "active_workers": 1, "pending_jobs": 0, "cancelled_jobs": 0,
+    }
+
+
+def test_completed_job_has_result_and_done_progress(h):
+    [job_id] = h.submit()
+    h.pipeline.runs[job_id].complete({"domain_name": "web-1"})
+    job = result_of(h.store.get(job_id))
+    assert job.result == {"domain_name": "web-1"}
+    assert job.progress.stage == "done" and job.progress.percent_complete == 100
+
+
+def test_failure_names_the_stage_and_the_cause(h):
+    [job_id] = h.submit()
+    run = h.pipeline.runs[job_id]
+    run.reporter.stage_started("conversion")
+    run.fail(HyperSDKError("qemu-img exited 1: read error"))
+    job = result_of(h.store.get(job_id))
+    assert (job.status, job.error) == (FAILED, "conversion: qemu-img exited 1: read error")
+
+
+def test_unexpected_exception_fails_the_job_without_stopping_the_queue(h):
+    ids = h.submit(3)
+    h.pipeline.runs[ids[0]].fail(ZeroDivisionError("division by zero"))
+    assert h.status(ids[0]) == FAILED
+    assert "ZeroDivisionError" in result_of(h.store.get(ids[0])).error
+    assert h.pipeline.started == ids
+
+
+def test_cancelling_a_pending_job_means_it_never_starts(h):
+    ids = h.submit(3)
+    cancelled, errors = result_of(h.manager.cancel([ids[2]], []))
+    assert cancelled == [ids[2]] and errors == {}
+    h.pipeline.runs[ids[0]].complete()
+    assert ids[2] not in h.pipeline.started
+    assert h.status(ids[2]) == CANCELLED
+
+
+def test_cancelling_a_running_job_stops_its_pipeline_and_waits_for_cleanup():
+    h = Harness(cleanup_seconds=1.5).start()
+    [job_id] = h.submit()
+    d = ensureDeferred(h.manager.cancel([job_id], []))
+    run = h.pipeline.runs[job_id]
+    assert run.cancelled and not d.called  # still cleaning up
+    assert h.status(job_id) == RUNNING
+    h.clock.advance(1.5)
+    assert run.cleaned_up
+    assert result_of(d) == ([job_id], {})
+    assert h.status(job_id) == CANCELLED
+    assert h.manager.status()["active_workers"] == 0
+
+
+def test_a_cancelled_job_stays_cancelled_when_its_pipeline_finishes_late(h):
+    [job_id] = h.submit()
+    run = h.pipeline.runs[job_id]
+    result_of(h.manager.cancel([job_id], []))
+    run.complete({"domain_name": "late"})
+    assert h.status(job_id) == CANCELLED
+    assert result_of(h.store.finish(job_id, COMPLETED, 2000.0, from_statuses=(RUNNING,))) is None
+    assert result_of(h.manager.cancel([job_id], [])) == ([], {job_id: "job already cancelled"})
+
+
+def test_cancel_by_status_and_reasons_for_the_rest(h):
+    ids = h.submit(4)  # two run, two wait
+    h.pipeline.runs[ids[0]].complete()  # the third starts
+    cancelled, errors = result_of(h.manager.cancel([ids[0], "nope"], ["pending"]))
+    assert cancelled == [ids[3]]
+    assert errors == {ids[0]: "job already completed", "nope": "job not found"}
+    cancelled, _ = result_of(h.manager.cancel([], ["running", "completed"]))
+    assert sorted(cancelled) == sorted(ids[1:3])
+
+
+def test_every_change_is_published_once(h):
+    [job_id] = h.submit()
+    run = h.pipeline.runs[job_id]
+    run.reporter.stage_started("conversion")
+    run.complete()
+    assert h.events == [
+        (events.JOB_SUBMITTED, job_id, PENDING),
+        (events.JOB_STARTED, job_id, RUNNING),
+        (events.JOB_PROGRESS, job_id, RUNNING),  # connecting
+        (events.JOB_PROGRESS, job_id, RUNNING),  # conversion
+        (events.JOB_COMPLETED, job_id, COMPLETED),
+    ]
+
+
+def test_progress_updates_are_throttled_to_two_per_second(h):
+    [job_id] = h.submit()
+    reporter = h.pipeline.runs[job_id].reporter
+    h.events.clear()
+    for i in range(10):  # 10 updates within 0.45 s
+        reporter.update(current_bytes=i)
+        h.clock.advance(0.05)
+    assert len(h.events) == 0
+    h.clock.advance(0.1)
+    reporter.update(current_bytes=99)
+    assert len(h.events) == 1
+    assert result_of(h.manager.get(job_id)).progress.current_bytes == 99
+
+
+def test_stopping_interrupts_running_jobs_and_refuses_new_ones():
+    h = Harness(cleanup_seconds=1.0).start()
+    ids = h.submit(3)
+    stopped = ensureDeferred(h.manager.stop())
+    assert not stopped.called
+    h.clock.advance(1.0)
+    result_of(stopped)
+    for job_id in ids[:2]:
+        job = result_of(h.store.get(job_id))
+        assert (job.status, job.error) == (FAILED, "interrupted: daemon stopped during connecting")
+    assert h.status(ids[2]) == PENDING  # never started; runs after the restart
+    with pytest.raises(Unavailable):
+        h.submit()
+
+
+def test_restart_fails_interrupted_jobs_and_resumes_the_queue(tmp_path):
+    db = str(tmp_path / "jobs.db")
+    first = Harness(workers=1, store=SQLiteJobStore(db, ImmediateRunner(), db + ".key")).start()
+    ids = first.submit(2)
+    first.pipeline.runs[ids[0]].reporter.stage_started("conversion")
+    # The process dies here: nothing is stopped cleanly.
+    second = Harness(workers=1, store=SQLiteJobStore(db, ImmediateRunner(), db + ".key")).start()
+    job = result_of(second.store.get(ids[0]))
+    assert (job.status, job.error) == (FAILED, "interrupted: daemon restarted during conversion")
+    assert second.pipeline.started == [ids[1]]
+    assert second.pipeline.runs[ids[1]].spec.source.password == "s3cret-Pa55"
+    assert (events.JOB_FAILED, ids[0], FAILED) in second.events

@@ -1,0 +1,141 @@
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from hypersdk.errors import Conflict
+from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, NewJob, Progress
+from hypersdk.store.sqlite import SQLiteJobStore, migrations
+from tests.fakes.runner import ImmediateRunner
+from tests.helpers import result_of
+
+PASSWORD = "s3cret-Pa55"
+
+
+def new_job(job_id, created_at, password=PASSWORD):
+    definition = {"id": job_id, "vm_path": f"DC0/vm/{job_id}", "source": {"password": "***"}}
+    return NewJob(id=job_id, definition=definition, secrets={"source.password": password}, created_at=created_at)
+
+
+@pytest.fixture
+def store():
+    s = SQLiteJobStore(":memory:", ImmediateRunner(), key_path=None)
+    result_of(s.open())
+    yield s
+    result_of(s.close())
+
+
+def test_insert_then_get_returns_a_pending_job_with_queued_progress(store):
+    result_of(store.insert([new_job("a", 100.0)]))
+    job = result_of(store.get("a"))
+    assert job.status == PENDING
+    assert job.progress == Progress(stage="queued")
+    assert job.created_at == job.updated_at == 100.0
+    assert job.error is None and job.result is None
+    assert result_of(store.get("missing")) is None
+
+
+def test_duplicate_id_is_a_conflict_and_stores_nothing_of_the_batch(store):
+    result_of(store.insert([new_job("a", 1.0)]))
+    with pytest.raises(Conflict, match="a job with id a already exists"):
+        result_of(store.insert([new_job("b", 2.0), new_job("a", 2.0)]))
+    assert result_of(store.get("b")) is None
+
+
+def test_query_is_newest_first_with_total_before_limit(store):
+    result_of(store.insert([new_job(f"j{i}", float(i)) for i in range(10)]))
+    jobs, total = result_of(store.query(None, None, limit=3, offset=2))
+    assert total == 10
+    assert [j.id for j in jobs] == ["j7", "j6", "j5"]
+    jobs, total = result_of(store.query([PENDING], ["j1", "j2", "nope"], limit=100, offset=0))
+    assert [j.id for j in jobs] == ["j2", "j1"] and total == 2
+    assert result_of(store.query([FAILED], None, limit=100, offset=0)) == ([], 0)
+
+
+def test_same_created_at_orders_by_id_descending(store):
+    result_of(store.insert([new_job(i, 5.0) for i in ("b", "c", "a")]))
+    jobs, _ = result_of(store.query(None, None, 10, 0))
+    assert [j.id for j in jobs] == ["c", "b", "a"]
+
+
+def test_claim_takes_pending_jobs_in_submission_order(store):
+    result_of(store.insert([new_job("first", 9.0), new_job("second", 1.0)]))
+    claimed = result_of(store.claim_next(20.0))
+    assert (claimed.id, claimed.status, claimed.started_at) == ("first", RUNNING, 20.0)
+    assert result_of(store.claim_next(21.0)).id == "second"
+    assert result_of(store.claim_next(22.0)) is None
+
+
+def test_terminal_states_are_final(store):
+    result_of(store.insert([new_job("a", 1.0)]))
+    result_of(store.claim_next(2.0))
+    done = result_of(store.finish("a", CANCELLED, 3.0, from_statuses=(RUNNING,)))
+    assert done.status == CANCELLED and done.completed_at == 3.0
+    assert result_of(store.finish("a", COMPLETED, 4.0, from_statuses=(RUNNING,), result={"x": 1})) is None
+    assert result_of(store.save_progress("a", Progress(stage="conversion"), 5.0)) is False
+    job = result_of(store.get("a"))
+    assert job.status == CANCELLED and job.result is None and job.progress.stage == "queued"
+
+
+def test_progress_and_history_are_recorded(store):
+    result_of(store.insert([new_job("a", 1.0)]))
+    result_of(store.claim_next(2.0))
+    assert result_of(store.save_progress("a", Progress(stage="conversion", percent_complete=40.0), 3.0, "conversion started"))
+    result_of(store.finish("a", FAILED, 4.0, from_statuses=(RUNNING,), error="conversion: qemu-img exited 1: boom"))
+    job = result_of(store.get("a"))
+    assert job.progress.percent_complete == 40.0 and job.error == "conversion: qemu-img exited 1: boom"
+    history = [(h.status, h.stage, h.message) for h in result_of(store.history("a"))]
+    assert history == [
+        (PENDING, "queued", "submitted"),
+        (RUNNING, "queued", "started"),
+        (RUNNING, "conversion", "conversion started"),
+        (FAILED, "conversion", "conversion: qemu-img exited 1: boom"),
+    ]
+
+
+def test_restart_fails_running_jobs_naming_their_stage_and_keeps_pending(store):
+    result_of(store.insert([new_job("run", 1.0), new_job("wait", 2.0)]))
+    result_of(store.claim_next(3.0))
+    result_of(store.save_progress("run", Progress(stage="conversion"), 4.0))
+    failed = result_of(store.fail_interrupted(5.0))
+    assert [(j.id, j.status, j.error) for j in failed] == [("run", FAILED, "interrupted: daemon restarted during conversion")]
+    assert result_of(store.get("wait")).status == PENDING
+    assert result_of(store.counts()) == {PENDING: 1, RUNNING: 0, COMPLETED: 0, FAILED: 1, CANCELLED: 0}
+
+
+def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):
+    db = str(tmp_path / "var" / "jobs.db")
+    key = db + ".key"
+    store = SQLiteJobStore(db, ImmediateRunner(), key_path=key)
+    result_of(store.open())
+    result_of(store.insert([new_job("a", 1.0)]))
+    assert result_of(store.secrets("a")) == {"source.password": PASSWORD}
+    result_of(store.close())
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    for name in os.listdir(tmp_path / "var"):
+        assert PASSWORD.encode() not in (tmp_path / "var" / name).read_bytes(), name
+    # The same key file opens the secrets again after a restart.
+    again = SQLiteJobStore(db, ImmediateRunner(), key_path=key)
+    result_of(again.open())
+    assert result_of(again.secrets("a")) == {"source.password": PASSWORD}
+    result_of(again.close())
+
+
+def test_schema_is_versioned_and_opening_twice_migrates_once(tmp_path):
+    db = str(tmp_path / "jobs.db")
+    for _ in range(2):
+        store = SQLiteJobStore(db, ImmediateRunner(), key_path=db + ".key")
+        result_of(store.open())
+        result_of(store.close())
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations()[-1][0]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_status_queries_use_an_index(store):
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE status IN (?) ORDER BY created_at DESC, id DESC LIMIT 10",
+        (FAILED,),
+    ).fetchall()
+    assert "jobs_by_status_created" in " ".join(str(tuple(r)) for r in plan)
