@@ -1,0 +1,243 @@
+// Command vcsim runs govmomi's vCenter simulator for hypersdk's integration tests.
+//
+// It builds the VPX model (datacenter DC0, standalone host DC0_H0, cluster DC0_C0,
+// datastore LocalDS_0, distributed portgroup DC0_DVPG0), listens on a loopback
+// port (HTTPS with a throw-away CA and server certificate, or plain HTTP with
+// -http), prints one JSON line describing itself on stdout (URL, credentials,
+// datastore directories, certificate thumbprints and PEMs), and serves until
+// SIGTERM/SIGINT, until its stdin closes, or until its parent dies.
+//
+// Only -username/-password log in: the simulator's default accepts any
+// non-empty credentials.
+//
+// Build: GOPATH=/usr/share/gocode GO111MODULE=off go build -o vcsim .
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"io/ioutil"
+	"log"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+type info struct {
+	URL              string            `json:"url"`
+	Scheme           string            `json:"scheme"`
+	Host             string            `json:"host"`
+	Port             int               `json:"port"`
+	Username         string            `json:"username"`
+	Password         string            `json:"password"`
+	DatastoreDir     string            `json:"datastore_dir"`
+	Datastores       map[string]string `json:"datastores"`
+	ThumbprintSHA1   string            `json:"thumbprint_sha1,omitempty"`
+	ThumbprintSHA256 string            `json:"thumbprint_sha256,omitempty"`
+	CertificatePEM   string            `json:"certificate_pem,omitempty"`
+	CAPEM            string            `json:"ca_pem,omitempty"`
+	PID              int               `json:"pid"`
+}
+
+func thumbprint(sum []byte) string {
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
+
+// dieWithParent asks the kernel to SIGTERM us when our parent exits, then
+// closes the race where the parent died before the prctl call.
+func dieWithParent(expectedParent int) {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0)
+	if errno != 0 {
+		log.Printf("prctl(PR_SET_PDEATHSIG): %v", errno)
+	}
+	if expectedParent > 0 && os.Getppid() != expectedParent {
+		log.Printf("parent %d already gone", expectedParent)
+		os.Exit(1)
+	}
+}
+
+// newCertificate makes a throw-away CA and a server certificate it signs, for
+// 127.0.0.1, ::1 and localhost. Both use ECDSA P-256: the simulator's built-in
+// certificate is RSA-1024, which OpenSSL's default security level rejects, so a
+// client could not verify it even when told to trust it.
+func newCertificate() (tls.Certificate, []byte, error) {
+	notBefore := time.Now().Add(-time.Hour)
+	notAfter := notBefore.Add(10 * 365 * 24 * time.Hour)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	ca := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "hypersdk vcsim test CA"},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	ca, _ = x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber:          big.NewInt(2),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pair := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return pair, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (port 0: a free port)")
+	plainHTTP := flag.Bool("http", false, "serve plain HTTP instead of HTTPS")
+	username := flag.String("username", "user", "the only accepted login user name")
+	password := flag.String("password", "pass", "the only accepted login password")
+	hosts := flag.Int("standalone-host", 1, "standalone hosts per datacenter")
+	clusters := flag.Int("cluster", 1, "clusters per datacenter")
+	clusterHosts := flag.Int("host", 3, "hosts per cluster")
+	vms := flag.Int("vm", 2, "VMs per host / resource pool")
+	datastores := flag.Int("ds", 1, "datastores")
+	portgroups := flag.Int("pg", 1, "distributed portgroups per datacenter")
+	folders := flag.Int("folder", 0, "datacenters placed inside a folder")
+	parentPID := flag.Int("parent-pid", 0, "exit at once if our parent is not this pid (with -exit-with-parent)")
+	exitWithParent := flag.Bool("exit-with-parent", true, "exit when the parent process dies (prctl PDEATHSIG)")
+	exitOnStdinEOF := flag.Bool("exit-on-stdin-eof", true, "exit when stdin is closed")
+	flag.Parse()
+
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	log.SetOutput(os.Stderr)
+
+	if *exitWithParent {
+		// PDEATHSIG belongs to the calling thread: keep main on it for good.
+		runtime.LockOSThread()
+		dieWithParent(*parentPID)
+	}
+
+	model := simulator.VPX()
+	model.Host = *hosts
+	model.Cluster = *clusters
+	model.ClusterHost = *clusterHosts
+	model.Machine = *vms
+	model.Datastore = *datastores
+	model.Portgroup = *portgroups
+	model.Folder = *folders
+
+	if err := model.Create(); err != nil {
+		log.Fatalf("model.Create: %v", err)
+	}
+	defer model.Remove()
+
+	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
+	var caPEM []byte
+	if !*plainHTTP {
+		pair, ca, err := newCertificate()
+		if err != nil {
+			log.Fatalf("certificate: %v", err)
+		}
+		caPEM = ca
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
+	server := model.Service.NewServer()
+
+	host, portText, _ := net.SplitHostPort(server.URL.Host)
+	port, _ := strconv.Atoi(portText)
+	u := *server.URL
+	u.User = nil
+	out := info{
+		URL:        u.String(),
+		Scheme:     u.Scheme,
+		Host:       host,
+		Port:       port,
+		Username:   *username,
+		Password:   *password,
+		Datastores: map[string]string{},
+		PID:        os.Getpid(),
+	}
+	for _, e := range simulator.Map.All("Datastore") {
+		ds := e.(*simulator.Datastore)
+		out.Datastores[ds.Name] = ds.Info.GetDatastoreInfo().Url
+	}
+	out.DatastoreDir = out.Datastores["LocalDS_0"]
+	if !*plainHTTP {
+		cert := server.Certificate()
+		s1 := sha1.Sum(cert.Raw)
+		s256 := sha256.Sum256(cert.Raw)
+		out.ThumbprintSHA1 = thumbprint(s1[:])
+		out.ThumbprintSHA256 = thumbprint(s256[:])
+		out.CertificatePEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+		out.CAPEM = string(caPEM)
+	}
+
+	line, err := json.Marshal(out)
+	if err != nil {
+		log.Fatalf("json: %v", err)
+	}
+	os.Stdout.Write(append(line, '\n'))
+
+	stop := make(chan string, 3)
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() { stop <- (<-signals).String() }()
+	if *exitOnStdinEOF {
+		go func() {
+			_, _ = io.Copy(ioutil.Discard, os.Stdin)
+			stop <- "stdin closed"
+		}()
+	}
+
+	reason := <-stop
+	log.Printf("stopping: %s", reason)
+
+	// Close waits for requests in flight: bound it so a stuck client can't keep us alive.
+	closed := make(chan struct{})
+	go func() {
+		server.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		log.Printf("server did not close within 3s; exiting anyway")
+	}
+}
