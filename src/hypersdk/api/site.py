@@ -12,6 +12,9 @@ from ..errors import PayloadTooLarge
 from .http import error_response, respond
 
 
+access_log = Logger(namespace="hypersdk.access")
+
+
 class APIRequest(server.Request):
     """A request that refuses bodies over the site's limit without storing them."""
 
@@ -51,7 +54,7 @@ class APISite(server.Site):
     """twisted.web Site with our request class and a structured access log."""
 
     requestFactory = APIRequest
-    access_log = Logger(namespace="hypersdk.access")
+    noisy = False
 
     def __init__(self, resource, reactor, max_body_bytes: int):
         super().__init__(resource, reactor=reactor)
@@ -63,7 +66,7 @@ class APISite(server.Site):
         # string (it may carry a password), always the request id.
         started = getattr(request, "started", None)
         duration_ms = None if started is None else round((self.reactor.seconds() - started) * 1000, 2)
-        self.access_log.info(
+        access_log.info(
             "{client} {method} {path} {status} {duration_ms}ms {request_id}",
             client=getattr(request.getClientAddress(), "host", "-"),
             method=request.method.decode("ascii", "replace"),

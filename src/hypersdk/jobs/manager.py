@@ -269,7 +269,8 @@ class JobManager:
                 waiter.callback(status)
             self._fill()
         if job is not None:
-            self.log.info("job {job_id} {status}", job_id=job_id, status=status, error=error)
+            self.log.info("job {job_id} {status}{detail}", job_id=job_id, status=status, error=error,
+                          detail=f": {error}" if error else "")
             self._publish({COMPLETED: events.JOB_COMPLETED, FAILED: events.JOB_FAILED}.get(status, events.JOB_CANCELLED), job)
 
     def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:

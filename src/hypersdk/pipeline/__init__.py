@@ -1,0 +1,10 @@
+"""The migration pipeline and what it is built from."""
+
+from __future__ import annotations
+
+from ..config import Config
+from .migration import MigrationPipeline
+
+
+def build_pipeline(config: Config, reactor, *, cwd: str) -> MigrationPipeline:
+    return MigrationPipeline(reactor, config, cwd)

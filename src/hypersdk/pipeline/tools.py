@@ -1,0 +1,53 @@
+"""Which conversion methods this host can run, and why not when it cannot.
+
+Checked at submit time (a job that cannot run is refused with 400 saying what
+is missing), so the checks are cheap file-system lookups, cached.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from functools import lru_cache
+from typing import Optional
+
+NBDKIT_PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/nbdkit/plugins", "/usr/lib64/nbdkit/plugins", "/usr/lib/nbdkit/plugins")
+BASE_TOOLS = ("nbdkit", "qemu-img", "setsid", "setpriv")
+
+
+@lru_cache(maxsize=None)
+def _which(name: str) -> Optional[str]:
+    return shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+@lru_cache(maxsize=None)
+def nbdkit_plugin(name: str) -> Optional[str]:
+    for directory in NBDKIT_PLUGIN_DIRS:
+        path = os.path.join(directory, f"nbdkit-{name}-plugin.so")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+class Tools:
+    def __init__(self, vddk_libdir: Optional[str]):
+        self._vddk_libdir = vddk_libdir
+
+    def method_problem(self, method: str) -> Optional[str]:
+        """None when ``method`` can run here, else what is missing (for a 400 at submit)."""
+        missing = [tool for tool in BASE_TOOLS if _which(tool) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed on the conversion host"
+        if method == "https" and nbdkit_plugin("curl") is None:
+            return "nbdkit's curl plugin is not installed on the conversion host"
+        if method == "vddk":
+            if nbdkit_plugin("vddk") is None:
+                return "nbdkit's vddk plugin is not installed on the conversion host (nbdkit-vddk-plugin.so)"
+            if not self._vddk_libdir:
+                return "vddk.libdir is not set in the daemon's configuration"
+            if not glob.glob(os.path.join(self._vddk_libdir, "lib64", "libvixDiskLib.so*")):
+                return f"VMware's VDDK library is not in {self._vddk_libdir} (lib64/libvixDiskLib.so missing)"
+        if method == "virt-v2v" and _which("virt-v2v") is None:
+            return "virt-v2v is not installed on the conversion host"
+        return None

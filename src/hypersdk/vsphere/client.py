@@ -1,0 +1,105 @@
+"""The async face of the vSphere layer: blocking calls in the ``vsphere`` thread pool.
+
+Every call runs off the reactor thread, holds a shared session (one per vCenter
+account) and has a deadline; waits that take long take a CancelToken.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThreadPool
+
+from .. import errors
+from ..cancel import CancelToken
+from ..threads import RemoteCallPool
+from . import files, inventory, power
+from .connection import VCenterParams
+from .datastore import session_cookie
+from .model import VmInfo
+from .sessions import SessionCache
+
+
+class VSphere:
+    def __init__(self, reactor, timeout: float, max_threads: int = 8):
+        self._reactor = reactor
+        self._timeout = timeout
+        self.pool = RemoteCallPool(minthreads=0, maxthreads=max_threads, name="vsphere")
+        self.sessions = SessionCache(timeout=timeout)
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def _in_thread(self, deadline: Optional[float], fn, *args) -> Deferred:
+        d = deferToThreadPool(self._reactor, self.pool, fn, *args)
+        if deadline is not None:
+            # The socket timeouts inside bound each call; this bounds the whole
+            # sequence (the thread finishes on its own, its result is dropped).
+            d.addTimeout(deadline, self._reactor, onTimeoutCancel=_timed_out)
+        return d
+
+    def _with_session(self, params: VCenterParams, fn, *args, deadline: Optional[float] = None) -> Deferred:
+        return self._in_thread(deadline or self._timeout * 4, self.sessions.thd_call, params, fn, *args)
+
+    def login(self, params: VCenterParams) -> Deferred:
+        """Make sure a session exists (distinct errors for login, TLS, DNS, refusal, timeout)."""
+        return self._in_thread(self._timeout * 2, lambda: self.sessions.thd_session(params) and None)
+
+    def read_vm(self, params: VCenterParams, vm_path: str) -> Deferred:
+        """The VmInfo of the VM at an inventory path (VMNotFound naming it)."""
+        return self._with_session(params, _thd_read_vm_at, vm_path)
+
+    def session_cookie(self, params: VCenterParams) -> Deferred:
+        return self._with_session(params, session_cookie)
+
+    def read_range(self, params: VCenterParams, url: str, start: int, length: int) -> Deferred:
+        def thd(si):
+            return files.thd_read_range(params, url, session_cookie(si), start, length, self._timeout)
+
+        return self._with_session(params, thd)
+
+    def pinned_certificate(self, params: VCenterParams) -> Deferred:
+        return self._in_thread(self._timeout * 2, files.thd_pinned_certificate_pem, params, self._timeout)
+
+    def shutdown_guest(self, params: VCenterParams, vm_path: str) -> Deferred:
+        return self._with_session(params, lambda si: power.thd_shutdown_guest(si, inventory.thd_find_vm(si, vm_path)))
+
+    def power_off(self, params: VCenterParams, vm_path: str, timeout: float = 60.0) -> Deferred:
+        return self._with_session(
+            params, lambda si: power.thd_power_off(si, inventory.thd_find_vm(si, vm_path), timeout), deadline=timeout + self._timeout * 2
+        )
+
+    def wait_powered_off(self, params: VCenterParams, vm_path: str, timeout: float) -> Deferred:
+        """Wait for the VM to be off; cancelling the Deferred stops the waiting thread."""
+        token = CancelToken()
+
+        def thd(si):
+            return power.thd_wait_powered_off(si, inventory.thd_find_vm(si, vm_path), timeout, token)
+
+        d = self._with_session(params, thd, deadline=timeout + self._timeout * 2)
+        d.addErrback(_cancel_token_on_cancel, token)
+        return d
+
+    def remove_cdroms(self, params: VCenterParams, vm_path: str) -> Deferred:
+        return self._with_session(params, lambda si: power.thd_remove_cdroms(si, inventory.thd_find_vm(si, vm_path)))
+
+    def list_vms(self, params: VCenterParams, datacenter: Optional[str], folder: Optional[str]) -> Deferred:
+        return self._with_session(params, inventory.thd_list_vms, datacenter, folder)
+
+
+def _thd_read_vm_at(si, vm_path: str) -> VmInfo:
+    return inventory.thd_read_vm(si, inventory.thd_find_vm(si, vm_path), vm_path)
+
+
+def _cancel_token_on_cancel(failure, token: CancelToken):
+    if failure.check(CancelledError):
+        token.cancel()
+    return failure
+
+
+def _timed_out(result, timeout):
+    raise errors.UpstreamTimeout(f"vCenter did not finish the operation within {timeout:g} s")
