@@ -1,0 +1,118 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from hypersdk.jobs.model import Progress
+from hypersdk.jobs.progress import ProgressReporter
+from hypersdk.pipeline import commands
+from hypersdk.pipeline.conversion import TransferProgress, transfer_range
+from hypersdk.pipeline.destination import disk_name, is_local_uri
+from hypersdk.pipeline.disks import DiskSource, UnsupportedDisk, resolve_source
+from hypersdk.pipeline.progress import RateMeter, nbdcopy_percent, qemu_img_percent, virt_v2v_event
+from hypersdk.vsphere.model import DiskInfo
+
+DISK = DiskInfo(key=2000, label="Hard disk 1", capacity_bytes=256 * 2**20, file_name="[LocalDS_0] web/web.vmdk",
+                datastore="LocalDS_0", controller_type="scsi", controller_bus=0, unit_number=0, thin=True)
+
+FLAT_DESCRIPTOR = b"""# Disk DescriptorFile
+version=1
+CID=f996a4b8
+parentCID=ffffffff
+createType="vmfs"
+
+# Extent description
+RW 524288 VMFS "web-flat.vmdk" 0
+"""
+
+
+def test_qemu_img_progress_lines():
+    assert qemu_img_percent("    (45.12/100%)") == 45.12
+    assert qemu_img_percent("    (100.00/100%)") == 100.0
+    assert qemu_img_percent("qemu-img: error") is None
+    assert nbdcopy_percent("37/100") == 37.0
+    assert virt_v2v_event('{"message": "Opening the source", "type": "message"}')["type"] == "message"
+    assert virt_v2v_event("[   1.0] Opening the source") is None
+
+
+def test_rate_and_eta_follow_a_steady_transfer():
+    meter = RateMeter(window_seconds=5)
+    for second in range(10):
+        meter.add(float(second), second * 100)
+    assert meter.rate() == pytest.approx(100)
+    assert meter.eta(1000) == pytest.approx(10)
+    assert RateMeter().eta(100) is None
+    assert meter.eta(0) == 0
+
+
+def test_flat_descriptor_streams_its_extent_as_raw():
+    source = resolve_source(DISK, FLAT_DESCRIPTOR)
+    assert (source.datastore, source.path, source.format, source.size) == ("LocalDS_0", "web/web-flat.vmdk", "raw", 256 * 2**20)
+
+
+def test_sparse_vmdk_is_read_as_vmdk():
+    source = resolve_source(DISK, b"KDMV" + b"\0" * 508)
+    assert (source.path, source.format) == ("web/web.vmdk", "vmdk")
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (FLAT_DESCRIPTOR.replace(b"ffffffff", b"1234abcd"), "snapshot delta disk"),
+        (FLAT_DESCRIPTOR + b'RW 10 VMFS "web-2-flat.vmdk" 0\n', r"only flat \(thick or thin VMFS\) and sparse VMDKs"),
+        (b"\x00\x01garbage", "neither a VMDK descriptor nor a sparse VMDK"),
+    ],
+)
+def test_unsupported_layouts_are_refused_clearly(head, message):
+    with pytest.raises(UnsupportedDisk, match=message):
+        resolve_source(DISK, head)
+
+
+def test_nbdkit_argv_keeps_the_cookie_off_the_command_line():
+    source = commands.CurlSource(url="https://vc/folder/a%20b/x-flat.vmdk?dcPath=DC0&dsName=ds", cookie_file="/w/cookie",
+                                 sslverify=False, offset=512, size=1024)
+    argv = commands.nbdkit_curl(source, commands.qemu_img_convert("raw", "/out/x y.qcow2", "qcow2"))
+    assert argv[:3] == ["nbdkit", "--exit-with-parent", "--readonly"]
+    assert "cookie=+/w/cookie" in argv and "sslverify=false" in argv
+    assert "--filter=retry" in argv and "--filter=offset" in argv and "offset=512" in argv and "range=1024" in argv
+    run = argv[argv.index("--run") + 1]
+    assert run.endswith(""""$uri" '/out/x y.qcow2'""")
+    assert run.startswith("qemu-img convert -p")
+
+
+def test_convert_into_an_existing_volume_skips_creation():
+    argv = commands.qemu_img_convert("vmdk", "/pool/v.qcow2", "qcow2", target_exists=True)
+    assert "-n" in argv and "--target-is-zero" in argv and argv[-2:] == ['"$uri"', "/pool/v.qcow2"]
+
+
+def test_local_and_remote_libvirt_uris():
+    assert is_local_uri("qemu:///system")
+    assert not is_local_uri("qemu+ssh://root@kvm1/system")
+    assert not is_local_uri("test:///default")
+    assert disk_name("web", 1, "raw") == "web-disk2.img"
+
+
+def test_transfer_progress_spans_disks_by_size():
+    clock = Clock()
+    updates = []
+    reporter = ProgressReporter(Progress(stage="conversion"), clock.seconds, lambda p, note: updates.append(p))
+    progress = TransferProgress(reporter, [100, 300], clock.seconds, (0.0, 100.0))
+    progress.start_disk(0)
+    clock.advance(1)
+    progress.disk_percent(50)
+    clock.advance(1)
+    progress.start_disk(1)
+    clock.advance(1)
+    progress.disk_percent(100)
+    last = updates[-1]
+    assert (last.current_bytes, last.total_bytes, last.disk_index, last.disk_count) == (400, 400, 1, 2)
+    assert last.percent_complete == 100.0 and last.eta_seconds == 0
+    assert [u.current_bytes for u in updates] == sorted(u.current_bytes for u in updates)
+
+
+@given(st.booleans())
+def test_copy_and_verification_shares_never_overlap(verify):
+    copy, check = transfer_range(verify)
+    assert 0 < copy[0] < copy[1] <= 98
+    if check:
+        assert copy[1] <= check[0] < check[1] <= 98
