@@ -92,6 +92,7 @@ class PipelineConfig:
     connect_timeout: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     shutdown_timeout: float = field(default=300.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     process_kill_grace: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    max_bytes_per_second: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
 
 
 @frozen

@@ -91,12 +91,16 @@ async def test_a_child_that_ignores_sigterm_is_killed_after_the_grace():
 
 
 DAEMON = r"""
-import os, signal, sys
+import os, signal, sys, time
 from twisted.internet import reactor
 from hypersdk.pipeline.process import ProcessRunner
 def go():
     child = ProcessRunner(reactor).spawn("sleep", ["sleep", "60"])
     print(child.pid, flush=True)
+    # once setpriv has handed over to sleep (before that, nothing can outlive us anyway)
+    deadline = time.monotonic() + 5
+    while os.readlink(f"/proc/{child.pid}/exe") != "/usr/bin/sleep" and time.monotonic() < deadline:
+        time.sleep(0.001)
     os.kill(os.getpid(), signal.SIGKILL)
 reactor.callWhenRunning(go)
 reactor.run()

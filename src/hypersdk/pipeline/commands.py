@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import shlex
-from typing import Optional, Sequence
+from typing import Optional
 
 from attrs import frozen
-
-# nbdkit's --run sets $uri to the private NBD socket's URI.
-NBD_URI = '"$uri"'
 
 
 @frozen
@@ -22,17 +18,22 @@ class CurlSource:
     offset: int = 0  # bytes into the file where the disk data starts (flat extents)
     size: Optional[int] = None  # bytes of disk data (flat extents)
     timeout: int = 60  # seconds per HTTP request
+    max_bytes_per_second: Optional[int] = None  # spare a busy datastore
 
 
-def nbdkit_curl(source: CurlSource, run: Sequence[str]) -> list[str]:
-    """nbdkit serving ``source`` read-only on a private socket while ``run`` runs.
+def nbdkit_curl(source: CurlSource, socket: str, pidfile: str) -> list[str]:
+    """nbdkit serving ``source`` read-only on the unix ``socket``; ``pidfile`` appears once it listens.
 
-    ``run`` is an argv in which NBD_URI stands for the socket's URI. nbdkit exits
-    with the command's status, and with its parent (the daemon).
+    A server of its own rather than ``--run``: under ``--run`` nbdkit outlived a
+    killed daemon (its command waits for the server, the server for the command).
+    Alone, ``--exit-with-parent`` ends it with the daemon.
     """
-    argv = ["nbdkit", "--exit-with-parent", "--readonly", "-U", "-", "--filter=retry"]
+    argv = ["nbdkit", "--exit-with-parent", "--foreground", "--readonly", "-U", socket, "-P", pidfile,
+            "--filter=retry"]
     if source.offset or source.size is not None:
         argv.append("--filter=offset")
+    if source.max_bytes_per_second:
+        argv.append("--filter=rate")
     argv += ["curl", f"url={source.url}", f"cookie=+{source.cookie_file}", f"timeout={source.timeout}"]
     if not source.sslverify:
         argv.append("sslverify=false")
@@ -42,12 +43,17 @@ def nbdkit_curl(source: CurlSource, run: Sequence[str]) -> list[str]:
         argv.append(f"offset={source.offset}")
     if source.size is not None:
         argv.append(f"range={source.size}")
-    argv += ["retry-delay=1", "retries=5", "--run", _shell(run)]
-    return argv
+    if source.max_bytes_per_second:
+        argv.append(f"rate={source.max_bytes_per_second * 8}")  # the filter counts bits
+    return argv + ["retry-delay=1", "retries=5"]
 
 
-def qemu_img_convert(source_format: str, target: str, target_format: str, *, target_exists: bool = False,
-                     source: str = NBD_URI) -> list[str]:
+def nbd_uri(socket: str) -> str:
+    return f"nbd+unix:///?socket={socket}"
+
+
+def qemu_img_convert(source: str, source_format: str, target: str, target_format: str, *,
+                     target_exists: bool = False) -> list[str]:
     """qemu-img convert with progress, parallel out-of-order writes, into ``target``."""
     argv = ["qemu-img", "convert", "-p", "-W", "-m", "16", "-f", source_format, "-O", target_format]
     if target_exists:
@@ -55,14 +61,10 @@ def qemu_img_convert(source_format: str, target: str, target_format: str, *, tar
     return argv + [source, target]
 
 
-def qemu_img_compare(source_format: str, target: str, target_format: str, source: str = NBD_URI) -> list[str]:
+def qemu_img_compare(source: str, source_format: str, target: str, target_format: str) -> list[str]:
     """qemu-img compare: rc 0 identical, 1 different (names the offset), other errors."""
     return ["qemu-img", "compare", "-p", "-f", source_format, "-F", target_format, source, target]
 
 
 def qemu_img_create(target: str, target_format: str, size: int) -> list[str]:
     return ["qemu-img", "create", "-q", "-f", target_format, target, str(size)]
-
-
-def _shell(argv: Sequence[str]) -> str:
-    return " ".join(arg if arg == NBD_URI else shlex.quote(arg) for arg in argv)

@@ -1,20 +1,30 @@
 """Streaming one disk: nbdkit's curl plugin → qemu-img convert, and the comparison after.
 
-Both run as one supervised process tree (``nbdkit --run 'qemu-img ...'``): no
-intermediate copy, one process group to kill on cancel.
+nbdkit serves the datastore file on a private unix socket and qemu-img reads it
+from there straight into the destination: no intermediate copy. Both are
+supervised children; cancelling kills qemu-img, then nbdkit.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
-from attrs import evolve, frozen
+from attrs import frozen
+from twisted.logger import Logger
 
 from ..errors import HyperSDKError
 from . import commands
 from .disks import DiskSource
 from .process import ProcessRunner
 from .progress import RateMeter, qemu_img_percent
+
+
+log = Logger()
+SERVER_START_SECONDS = 30.0
 
 
 class ToolFailed(HyperSDKError):
@@ -43,9 +53,9 @@ def _percent_handler(on_percent: Callable[[float], None]):
 
 async def convert(processes: ProcessRunner, source: commands.CurlSource, disk: DiskSource, target: Target,
                   on_percent: Callable[[float], None]) -> None:
-    convert_argv = commands.qemu_img_convert(disk.format, target.path, target.format, target_exists=target.exists)
-    result = await processes.run("qemu-img convert", commands.nbdkit_curl(source, convert_argv),
-                                 on_output=_percent_handler(on_percent))
+    async with nbd_server(processes, source) as uri:
+        argv = commands.qemu_img_convert(uri, disk.format, target.path, target.format, target_exists=target.exists)
+        result = await processes.run("qemu-img convert", argv, on_output=_percent_handler(on_percent))
     if not result.ok:
         raise ToolFailed(result.describe("qemu-img"))
 
@@ -53,14 +63,32 @@ async def convert(processes: ProcessRunner, source: commands.CurlSource, disk: D
 async def verify(processes: ProcessRunner, source: commands.CurlSource, disk: DiskSource, target: Target,
                  on_percent: Callable[[float], None]) -> None:
     """The destination's guest-visible content equals the source's, byte for byte."""
-    compare_argv = commands.qemu_img_compare(disk.format, target.path, target.format)
-    result = await processes.run("qemu-img compare", commands.nbdkit_curl(source, compare_argv),
-                                 on_output=_percent_handler(on_percent))
+    async with nbd_server(processes, source) as uri:
+        argv = commands.qemu_img_compare(uri, disk.format, target.path, target.format)
+        result = await processes.run("qemu-img compare", argv, on_output=_percent_handler(on_percent))
     if result.exit_code == 1:
-        detail = next((line for line in reversed(result.stderr_tail) if "differ" in line.lower() or "mismatch" in line.lower()), "")
+        detail = next((line for line in reversed(result.stderr_tail) if line.strip()), "")
         raise VerificationFailed(f"{disk.disk.label} differs from the source{': ' + detail if detail else ''}")
     if not result.ok:
         raise ToolFailed(result.describe("qemu-img compare"))
+
+
+@asynccontextmanager
+async def nbd_server(processes: ProcessRunner, source: commands.CurlSource):
+    """nbdkit serving ``source`` on a private unix socket; yields its NBD URI, stops it after."""
+    directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: socket paths are limited to 107 bytes
+    socket, pidfile = os.path.join(directory, "nbd.sock"), os.path.join(directory, "nbdkit.pid")
+    server = processes.spawn("nbdkit", commands.nbdkit_curl(source, socket, pidfile), on_output=_log_nbdkit)
+    try:
+        await processes.wait_for(server, lambda: os.path.exists(pidfile), SERVER_START_SECONDS, "nbdkit to listen")
+        yield commands.nbd_uri(socket)
+    finally:
+        await processes.stop(server)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _log_nbdkit(stream: str, line: str) -> None:
+    log.debug("nbdkit: {line}", line=line)
 
 
 class TransferProgress:
@@ -103,5 +131,3 @@ def transfer_range(verify: bool) -> tuple[tuple[float, float], Optional[tuple[fl
     """Share of percent_complete for the copy and for the verification."""
     return ((2.0, 80.0), (80.0, 98.0)) if verify else ((2.0, 98.0), None)
 
-
-__all__ = ["Target", "ToolFailed", "VerificationFailed", "TransferProgress", "convert", "verify", "transfer_range", "evolve"]

@@ -218,6 +218,7 @@ class MigrationPipeline:
                 offset=disk.offset,
                 size=disk.size if disk.format == "raw" else None,
                 timeout=int(self._timeout),
+                max_bytes_per_second=self._config.pipeline.max_bytes_per_second,
             )
 
         return source_for

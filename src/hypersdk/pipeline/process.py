@@ -21,14 +21,22 @@ from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from ..errors import HyperSDKError
 
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 SUPERVISE = ("setsid", "setpriv", "--pdeathsig", "KILL", "--")
 TAIL_LINES = 20
+READY_POLL_SECONDS = 0.01
 _LINE_BREAK = re.compile(r"[\r\n]")
 
 OutputCallback = Callable[[str, str], None]  # (stream "stdout" | "stderr", line)
+
+
+class ProcessFailed(HyperSDKError):
+    code = "process_failed"
 
 
 @frozen
@@ -160,6 +168,17 @@ class ProcessRunner:
         except CancelledError:
             await self.stop(child)
             raise
+
+    async def wait_for(self, child: ChildProcess, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``ready()`` until true; fail if ``child`` exits first or ``timeout`` passes."""
+        deadline = self._reactor.seconds() + timeout
+        while not ready():
+            if not child.running:
+                raise ProcessFailed(child.result.describe(child.name))
+            if self._reactor.seconds() > deadline:
+                await self.stop(child)
+                raise ProcessFailed(f"timed out after {timeout:g} s waiting for {what}")
+            await deferLater(self._reactor, READY_POLL_SECONDS, lambda: None)
 
     async def stop(self, child: ChildProcess) -> Optional[ProcessResult]:
         """SIGTERM the group, SIGKILL it after the grace period; return once it has exited."""
