@@ -18,7 +18,7 @@ from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, destroy_vm, make_vmdk, wait_task
 
-POOL = "hypersdk-it"
+POOL = f"hypersdk-it-{os.getpid()}"  # concurrent runs must not share it
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +323,35 @@ def test_seed_python_example_sees_its_job_complete(daemon, sim, si, libvirt_host
     assert out_text.strip().endswith("Final status: completed"), out_text
     libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     destroy_vm(source.vm)
+
+
+def test_remote_style_uri_uploads_through_libvirt(daemon, sim, si, libvirt_host, tmp_path):
+    """qemu+unix:// goes through libvirt's stream upload, as a qemu+ssh:// host would."""
+    source = SourceVM(si, sim, tmp_path, disks=(("monolithicFlat", 40 * MiB),))
+    definition = source.definition(sim, {"storage_pool": POOL, "libvirt_uri": "qemu+unix:///system"})
+    job = daemon.wait_finished(daemon.submit(definition))
+    assert job["status"] == "completed", job["error"]
+    pool = libvirt_host.storagePoolLookupByName(POOL)
+    pool.refresh()
+    volume = pool.storageVolLookupByName(f"{source.name}-disk1.qcow2")
+    assert same_content(source.vmdks[0].raw, volume.path(), "qcow2")
+    assert not list((daemon.dir / "var" / "work").iterdir())  # the converted copy is gone
+    libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    volume.delete(0)
+    destroy_vm(source.vm)
+
+
+@pytest.mark.parametrize("method, reason", [
+    ("vddk", "options.conversion_method: nbdkit's vddk plugin is not installed on the conversion host"),
+    ("virt-v2v", "options.conversion_method: virt-v2v is not installed on the conversion host"),
+])
+def test_methods_this_host_cannot_run_are_refused_at_submit(daemon, sim, method, reason):
+    definition = {
+        "vm_path": "DC0/vm/DC0_H0_VM0",
+        "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass"},
+        "destination": {"type": "kvm"},
+        "options": {"conversion_method": method},
+    }
+    response = daemon.post("/jobs/submit", definition)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(reason)

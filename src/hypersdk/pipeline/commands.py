@@ -48,6 +48,31 @@ def nbdkit_curl(source: CurlSource, socket: str, pidfile: str) -> list[str]:
     return argv + ["retry-delay=1", "retries=5"]
 
 
+@frozen
+class VddkSource:
+    """A disk nbdkit's vddk plugin reads through VMware's VDDK library."""
+
+    libdir: str
+    server: str
+    port: int
+    user: str
+    password_file: str
+    thumbprint: str  # SHA-1 of vCenter's certificate, "AA:BB:..."
+    vm_moref: str  # "vm-123"
+    file: str  # "[datastore1] web/web.vmdk"
+    transports: str = "nbdssl:nbd"
+
+
+def nbdkit_vddk(source: VddkSource, socket: str, pidfile: str) -> list[str]:
+    """nbdkit's vddk plugin serving one disk (guest-visible data, read as raw)."""
+    return [
+        "nbdkit", "--exit-with-parent", "--foreground", "--readonly", "-U", socket, "-P", pidfile, "--filter=retry",
+        "vddk", f"libdir={source.libdir}", f"server={source.server}", f"port={source.port}", f"user={source.user}",
+        f"password=+{source.password_file}", f"thumbprint={source.thumbprint}", f"vm=moref={source.vm_moref}",
+        f"file={source.file}", f"transports={source.transports}", "retry-delay=1", "retries=5",
+    ]
+
+
 def nbd_uri(socket: str) -> str:
     return f"nbd+unix:///?socket={socket}"
 

@@ -51,19 +51,23 @@ def _percent_handler(on_percent: Callable[[float], None]):
     return on_output
 
 
-async def convert(processes: ProcessRunner, source: commands.CurlSource, disk: DiskSource, target: Target,
+# Builds the nbdkit argv serving one disk on (socket, pidfile).
+ServerArgv = Callable[[str, str], list[str]]
+
+
+async def convert(processes: ProcessRunner, serve: ServerArgv, disk: DiskSource, target: Target,
                   on_percent: Callable[[float], None]) -> None:
-    async with nbd_server(processes, source) as uri:
+    async with nbd_server(processes, serve) as uri:
         argv = commands.qemu_img_convert(uri, disk.format, target.path, target.format, target_exists=target.exists)
         result = await processes.run("qemu-img convert", argv, on_output=_percent_handler(on_percent))
     if not result.ok:
         raise ToolFailed(result.describe("qemu-img"))
 
 
-async def verify(processes: ProcessRunner, source: commands.CurlSource, disk: DiskSource, target: Target,
+async def verify(processes: ProcessRunner, serve: ServerArgv, disk: DiskSource, target: Target,
                  on_percent: Callable[[float], None]) -> None:
     """The destination's guest-visible content equals the source's, byte for byte."""
-    async with nbd_server(processes, source) as uri:
+    async with nbd_server(processes, serve) as uri:
         argv = commands.qemu_img_compare(uri, disk.format, target.path, target.format)
         result = await processes.run("qemu-img compare", argv, on_output=_percent_handler(on_percent))
     if result.exit_code == 1:
@@ -74,11 +78,11 @@ async def verify(processes: ProcessRunner, source: commands.CurlSource, disk: Di
 
 
 @asynccontextmanager
-async def nbd_server(processes: ProcessRunner, source: commands.CurlSource):
-    """nbdkit serving ``source`` on a private unix socket; yields its NBD URI, stops it after."""
+async def nbd_server(processes: ProcessRunner, serve: ServerArgv):
+    """nbdkit serving one disk on a private unix socket; yields its NBD URI, stops it after."""
     directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: socket paths are limited to 107 bytes
     socket, pidfile = os.path.join(directory, "nbd.sock"), os.path.join(directory, "nbdkit.pid")
-    server = processes.spawn("nbdkit", commands.nbdkit_curl(source, socket, pidfile), on_output=_log_nbdkit)
+    server = processes.spawn("nbdkit", serve(socket, pidfile), on_output=_log_nbdkit)
     try:
         await processes.wait_for(server, lambda: os.path.exists(pidfile), SERVER_START_SECONDS, "nbdkit to listen")
         yield commands.nbd_uri(socket)

@@ -39,9 +39,10 @@ class PlannedDisk:
 
 
 def is_local_uri(uri: str) -> bool:
-    """``qemu:///system`` is this host; ``qemu+ssh://host/system`` is not."""
+    """``qemu:///system`` is this host, where pool directories can be written directly;
+    any transport (``qemu+ssh://host/system``, even ``qemu+unix:///system``) goes through libvirt."""
     parts = urllib.parse.urlsplit(uri)
-    return not parts.hostname and parts.scheme in ("qemu", "qemu+unix")
+    return not parts.hostname and parts.scheme == "qemu"
 
 
 def disk_name(domain: str, index: int, disk_format: str) -> str:

@@ -8,8 +8,11 @@ it fails or is cancelled: the ``undo`` list runs in reverse, each step bounded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import ssl
+from functools import partial
 from typing import Any, Callable, Optional
 
 from attrs import define, field
@@ -29,7 +32,7 @@ from ..vsphere.connection import VCenterParams
 from ..vsphere.datastore import datastore_file_url, parse_datastore_path
 from ..vsphere.model import VmInfo
 from . import commands
-from .conversion import TransferProgress, convert, transfer_range, verify
+from .conversion import ServerArgv, TransferProgress, convert, transfer_range, verify
 from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .process import ProcessRunner
@@ -90,8 +93,8 @@ class MigrationPipeline:
 
     def method_problem(self, method: str) -> Optional[str]:
         problem = self._tools.method_problem(method)
-        if problem is None and method != "https":
-            return f"conversion_method {method!r} is not supported by this daemon yet; use \"https\""
+        if problem is None and method == "virt-v2v":
+            return "conversion_method \"virt-v2v\" is not supported by this daemon yet; use \"https\" or \"vddk\""
         return problem
 
     # -- the job ---------------------------------------------------------------------
@@ -129,19 +132,19 @@ class MigrationPipeline:
                                   job.on_failure)
         sizes = [disk.capacity_bytes for disk in vm.disks]
         await destination.check(sizes)
-        sources = [await self._disk_source(params, vm, disk) for disk in vm.disks]
+        sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]
 
         job.stage("preparation", "checking the source VM's power state")
         prepared = await self._prepare_source(job, params, vm)
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
-        curl = await self._curl_settings(job, params)
+        reader = await self._disk_readers(job, params, vm)
         planned = await destination.plan([s.size for s in sources])
         copy_range, verify_range = transfer_range(spec.options.verify)
         progress = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, copy_range)
         for disk, source in zip(planned, sources):
             progress.start_disk(disk.index)
-            await convert(self._processes, curl(vm, source), source, disk.target, progress.disk_percent)
+            await convert(self._processes, reader(source), source, disk.target, progress.disk_percent)
         progress.start_disk(len(planned) - 1)
         progress.disk_percent(100)
 
@@ -158,7 +161,7 @@ class MigrationPipeline:
             checking = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, verify_range)
             for disk, source in zip(planned, sources):
                 checking.start_disk(disk.index)
-                await verify(self._processes, curl(vm, source), source, disk.target, checking.disk_percent)
+                await verify(self._processes, reader(source), source, disk.target, checking.disk_percent)
         if spec.destination.start:
             await destination.start(domain)
         job.stage("done", "migration complete")
@@ -176,8 +179,11 @@ class MigrationPipeline:
         return VCenterParams.from_url(source.vcenter_url, source.username, source.password,
                                       insecure=source.insecure, thumbprint=source.thumbprint)
 
-    async def _disk_source(self, params: VCenterParams, vm: VmInfo, disk) -> DiskSource:
-        url = _url(params, vm, *parse_datastore_path(disk.file_name))
+    async def _disk_source(self, job: _Job, params: VCenterParams, vm: VmInfo, disk) -> DiskSource:
+        datastore, path = parse_datastore_path(disk.file_name)
+        if job.spec.options.conversion_method == "vddk":  # VDDK reads any layout itself
+            return DiskSource(disk, datastore, path, "raw", size=disk.capacity_bytes)
+        url = _url(params, vm, datastore, path)
         head = await self._vsphere.read_range(params, url, 0, HEAD_BYTES)
         return resolve_source(disk, head)
 
@@ -200,17 +206,31 @@ class MigrationPipeline:
             done["cdroms_removed"] = await self._vsphere.remove_cdroms(params, job.spec.vm_path)
         return done
 
-    async def _curl_settings(self, job: _Job, params: VCenterParams):
-        """A function giving each disk's CurlSource: session cookie and TLS trust in private files."""
+    async def _disk_readers(self, job: _Job, params: VCenterParams, vm: VmInfo) -> Callable[[DiskSource], ServerArgv]:
+        """How nbdkit reads each disk; secrets go into private files, never on a command line."""
+        certificate = await self._vsphere.server_certificate(params) if params.scheme == "https" else b""
+        if job.spec.options.conversion_method == "vddk":
+            password_file = os.path.join(job.work_dir, "password")
+            await self._thd(_thd_write_private, password_file, params.password)
+
+            def vddk(disk: DiskSource) -> ServerArgv:
+                return partial(commands.nbdkit_vddk, commands.VddkSource(
+                    libdir=self._config.vddk.libdir, server=params.host, port=params.port, user=params.username,
+                    password_file=password_file, thumbprint=sha1_fingerprint(certificate), vm_moref=vm.moref,
+                    file=disk.disk.file_name,
+                ))
+
+            return vddk
         cookie_file = os.path.join(job.work_dir, "cookie")
         await self._thd(_thd_write_private, cookie_file, await self._vsphere.session_cookie(params))
         cainfo = params.ca_file
-        if params.thumbprint and params.scheme == "https":
+        if params.thumbprint and certificate:
+            # curl cannot pin a fingerprint: it trusts the very certificate the pin accepted.
             cainfo = os.path.join(job.work_dir, "pinned-certificate.pem")
-            await self._thd(_thd_write_private, cainfo, await self._vsphere.pinned_certificate(params))
+            await self._thd(_thd_write_private, cainfo, ssl.DER_cert_to_PEM_cert(certificate))
 
-        def source_for(vm: VmInfo, disk: DiskSource) -> commands.CurlSource:
-            return commands.CurlSource(
+        def https(disk: DiskSource) -> ServerArgv:
+            return partial(commands.nbdkit_curl, commands.CurlSource(
                 url=_url(params, vm, disk.datastore, disk.path),
                 cookie_file=cookie_file,
                 sslverify=not params.insecure,
@@ -219,9 +239,9 @@ class MigrationPipeline:
                 size=disk.size if disk.format == "raw" else None,
                 timeout=int(self._timeout),
                 max_bytes_per_second=self._config.pipeline.max_bytes_per_second,
-            )
+            ))
 
-        return source_for
+        return https
 
     async def _undo(self, job: _Job) -> None:
         for description, action in reversed(job.undo):
@@ -253,6 +273,11 @@ def _check_source(vm: VmInfo) -> None:
         if disk.file_name in names:
             raise Conflict(f"{disk.label} and {names[disk.file_name]} share the file {disk.file_name}")
         names[disk.file_name] = disk.label
+
+
+def sha1_fingerprint(der: bytes) -> str:
+    """``AA:BB:...``: the form VDDK takes a certificate thumbprint in."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())
 
 
 def _url(params: VCenterParams, vm: VmInfo, datastore: str, path: str) -> str:

@@ -62,8 +62,9 @@ class VSphere:
 
         return self._with_session(params, thd)
 
-    def pinned_certificate(self, params: VCenterParams) -> Deferred:
-        return self._in_thread(self._timeout * 2, files.thd_pinned_certificate_pem, params, self._timeout)
+    def server_certificate(self, params: VCenterParams) -> Deferred:
+        """vCenter's certificate (DER) as the session's TLS policy accepts it."""
+        return self._in_thread(self._timeout * 2, files.thd_server_certificate, params, self._timeout)
 
     def shutdown_guest(self, params: VCenterParams, vm_path: str) -> Deferred:
         return self._with_session(params, lambda si: power.thd_shutdown_guest(si, inventory.thd_find_vm(si, vm_path)))

@@ -6,10 +6,8 @@ sparse header, the server certificate); disk data is streamed by nbdkit.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import socket
-import ssl
 import urllib.parse
 
 from .. import errors
@@ -40,17 +38,11 @@ def thd_read_range(params: VCenterParams, url: str, cookie: str, start: int, len
     return body
 
 
-def thd_pinned_certificate_pem(params: VCenterParams, timeout: float) -> str:
-    """The server certificate (PEM) after checking it against the pinned thumbprint,
-    for tools (curl) that cannot pin by fingerprint but can trust one certificate."""
+def thd_server_certificate(params: VCenterParams, timeout: float) -> bytes:
+    """vCenter's certificate (DER), checked as the control connection checks it: against the
+    pinned thumbprint, the trusted CAs, or not at all when ``insecure``. For tools that cannot
+    pin a fingerprint themselves (curl trusts it as its CA; VDDK wants its SHA-1)."""
     with upstream_errors(params.where, timeout):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
         with socket.create_connection((params.host, params.port), timeout=timeout) as sock:
-            with ctx.wrap_socket(sock, server_hostname=params.host) as tls:
-                der = tls.getpeercert(binary_form=True) or b""
-    algorithm = hashlib.sha1 if len(params.thumbprint or "") == 40 else hashlib.sha256
-    if algorithm(der).hexdigest() != params.thumbprint:
-        raise errors.VCenterTLSError(f"TLS certificate of {params.where} does not match the pinned thumbprint")
-    return ssl.DER_cert_to_PEM_cert(der)
+            with ssl_context(params).wrap_socket(sock, server_hostname=params.host) as tls:
+                return tls.getpeercert(binary_form=True) or b""

@@ -116,13 +116,15 @@ def thd_read_vm(si: vim.ServiceInstance, vm_ref: vim.VirtualMachine, path: Optio
         if networks.missing(devices):
             networks.add(thd_portgroup_names(si))
     computed_path, datacenter = inventory_path(key, objects)
-    return _vm_info(props, computed_path or path or "", datacenter or "", devices, networks)
+    return _vm_info(props, computed_path or path or "", datacenter or "", devices, networks, vm_ref._moId)
 
 
-def _vm_info(props: dict[str, Any], path: str, datacenter: str, devices: list, networks: "_NetworkNames") -> VmInfo:
+def _vm_info(props: dict[str, Any], path: str, datacenter: str, devices: list, networks: "_NetworkNames",
+             moref: str = "") -> VmInfo:
     boot_secure = props.get("config.bootOptions.efiSecureBootEnabled")
     snapshot = props.get("snapshot")
     return VmInfo(
+        moref=moref,
         name=props.get("name", ""),
         path=path,
         datacenter=datacenter,

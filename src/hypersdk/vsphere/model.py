@@ -62,6 +62,7 @@ class VmInfo:
     tools_status: Optional[str] = None
     ip_address: Optional[str] = None
     template: bool = False
+    moref: str = ""  # managed object id ("vm-123"), what VDDK opens a VM by
 
     @property
     def storage_bytes(self) -> int:

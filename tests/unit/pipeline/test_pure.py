@@ -79,6 +79,23 @@ def test_nbdkit_argv_keeps_the_cookie_off_the_command_line():
     assert not any("Cookie" in arg or "vmware_soap_session" in arg for arg in argv)
 
 
+def test_vddk_argv_takes_the_password_from_a_file():
+    source = commands.VddkSource(libdir="/opt/vddk", server="vc.example.com", port=443, user="admin@vsphere.local",
+                                 password_file="/w/password", thumbprint="AA:BB", vm_moref="vm-42",
+                                 file="[datastore1] web/web.vmdk")
+    argv = commands.nbdkit_vddk(source, "/s/nbd.sock", "/s/pid")
+    assert argv[argv.index("--filter=retry") + 1] == "vddk"
+    for expected in ("libdir=/opt/vddk", "server=vc.example.com", "password=+/w/password", "thumbprint=AA:BB",
+                     "vm=moref=vm-42", "file=[datastore1] web/web.vmdk", "transports=nbdssl:nbd"):
+        assert expected in argv
+
+
+def test_sha1_fingerprint_is_vddk_form():
+    from hypersdk.pipeline.migration import sha1_fingerprint
+
+    assert sha1_fingerprint(b"abc") == "A9:99:3E:36:47:06:81:6A:BA:3E:25:71:78:50:C2:6C:9C:D0:D8:9D"  # FIPS 180 vector
+
+
 def test_convert_into_an_existing_volume_skips_creation():
     argv = commands.qemu_img_convert("nbd+unix:///?socket=/s", "vmdk", "/pool/v.qcow2", "qcow2", target_exists=True)
     assert "-n" in argv and "--target-is-zero" in argv and argv[-2:] == ["nbd+unix:///?socket=/s", "/pool/v.qcow2"]
@@ -88,6 +105,7 @@ def test_local_and_remote_libvirt_uris():
     assert is_local_uri("qemu:///system")
     assert not is_local_uri("qemu+ssh://root@kvm1/system")
     assert not is_local_uri("test:///default")
+    assert not is_local_uri("qemu+unix:///system")
     assert disk_name("web", 1, "raw") == "web-disk2.img"
 
 
