@@ -1,0 +1,31 @@
+"""`pip install .` gives a package whose twistd plugin is found, with its schema files."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.integration.daemon import REPO
+
+
+def test_wheel_installs_a_plugin_twistd_finds(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    [wheel] = list((tmp_path / "dist").glob("hypersdk-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "twisted/plugins/hypersdk_plugin.py" in names
+    assert "hypersdk/store/schema/001_jobs.sql" in names
+    assert not any(name.startswith("tests/") for name in names)
+
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    # Only the installed copy on the path: not this checkout's src/ or twisted/plugins.
+    listing = subprocess.run([str(Path(sys.executable).parent / "twistd"), "--help"], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert "hypersdk" in listing.stdout, listing.stdout + listing.stderr
+    options = subprocess.run([str(Path(sys.executable).parent / "twistd"), "hypersdk", "--help"], capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert "--config" in options.stdout and "--listen" in options.stdout
