@@ -7,7 +7,7 @@ import os
 from twisted.internet.endpoints import serverFromString
 
 from .api.jobs import JobsAPI
-from .api.site import APISite, build_app
+from .api.site import APISite, build_resource
 from .api.status import StatusAPI
 from .config import Config
 from .events import EventBus
@@ -28,8 +28,9 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     pipeline = build_pipeline(config, reactor, cwd=cwd)
     context = SubmitContext(vcenter_names=frozenset(config.vcenters), method_problem=pipeline.method_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context)
-    app = build_app(StatusAPI(manager, store, reactor, started_at=reactor.seconds()), JobsAPI(manager))
-    site = APISite(app.resource(), reactor, max_body_bytes=config.limits.max_body_bytes)
+    root = build_resource(StatusAPI(manager, store, reactor, started_at=reactor.seconds()), JobsAPI(manager))
+    site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
+                   access_log=config.log.level in ("debug", "info"))
     service = HyperSDKService(
         reactor=reactor,
         endpoint=serverFromString(reactor, listen),

@@ -19,9 +19,11 @@ _NOTHING = object()
 
 
 def respond(request, body: Any, status: int = 200) -> bytes:
+    data = json.dumps(body).encode("utf-8") + b"\n"
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(body).encode("utf-8") + b"\n"
+    request.setHeader(b"Content-Length", b"%d" % len(data))  # not chunked: one write, known size
+    return data
 
 
 def read_json(request, default: Any = _NOTHING) -> Any:

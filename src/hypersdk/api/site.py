@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 
 from klein import Klein
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.python.failure import Failure
+from twisted.web import resource, server
 
 from ..errors import PayloadTooLarge
 from .http import error_response, respond
@@ -37,7 +39,7 @@ class APIRequest(server.Request):
             super().handleContentChunk(data)
 
     def process(self):
-        self.request_id = uuid.uuid4().hex[:16]
+        self.request_id = self.channel.site.next_request_id()
         self.started = self.channel.site.reactor.seconds()
         self.setHeader(b"X-Request-Id", self.request_id.encode())
         if self._too_large:
@@ -56,12 +58,21 @@ class APISite(server.Site):
     requestFactory = APIRequest
     noisy = False
 
-    def __init__(self, resource, reactor, max_body_bytes: int):
+    def __init__(self, resource, reactor, max_body_bytes: int, access_log: bool = True):
         super().__init__(resource, reactor=reactor)
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False
+        self._access_log = access_log  # off when the log level filters info lines out anyway
+        self._id_prefix = os.urandom(4).hex()
+        self._id_counter = itertools.count(1)
+
+    def next_request_id(self) -> str:
+        """Unique within this process and across restarts (random prefix), and cheap."""
+        return f"{self._id_prefix}{next(self._id_counter):08x}"
 
     def log(self, request):
+        if not self._access_log:
+            return
         # Our own line instead of the combined log format: never the query
         # string (it may carry a password), always the request id.
         started = getattr(request, "started", None)
@@ -77,6 +88,28 @@ class APISite(server.Site):
         )
 
 
+class FastRoutes(resource.Resource):
+    """Answers GET of a few hot, fixed, synchronous paths (``/status``) without Klein's
+    routing, which costs as much as the rest of such a request; everything else,
+    other methods on those paths included, goes to the Klein app."""
+
+    isLeaf = True
+
+    def __init__(self, app: Klein, routes: dict):
+        super().__init__()
+        self._app = app.resource()
+        self._routes = {path.encode(): handler for path, handler in routes.items()}
+
+    def render(self, request):
+        handler = self._routes.get(request.path) if request.method in (b"GET", b"HEAD") else None
+        if handler is None:
+            return self._app.render(request)
+        try:
+            return handler(request)
+        except Exception:
+            return error_response(request, Failure())
+
+
 def build_app(*areas) -> Klein:
     """One Klein app: each area registers its routes; errors are mapped once."""
     app = Klein()
@@ -84,3 +117,8 @@ def build_app(*areas) -> Klein:
         area.register(app)
     app.handle_errors(Exception)(error_response)
     return app
+
+
+def build_resource(status, *areas) -> resource.Resource:
+    """The API's root resource: every area's routes, with GET /status on the fast path."""
+    return FastRoutes(build_app(status, *areas), {"/status": status.status})

@@ -104,8 +104,12 @@ class JobManager:
         run = self._running.get(job_id)  # fresher than the stored, throttled progress
         return run.job if run else await self._store.get(job_id)
 
-    def query(self, statuses, job_ids, limit: int, offset: int) -> Deferred:
-        return self._store.query(statuses, job_ids, limit, offset)
+    async def query(self, statuses, job_ids, limit: int, offset: int) -> tuple[list[Job], int]:
+        if job_ids is not None:
+            return await self._store.query(statuses, job_ids, limit, offset)
+        # The counts this manager keeps spare the store a scan of the status index.
+        jobs, _ = await self._store.query(statuses, None, limit, offset, count=False)
+        return jobs, sum(self._counts[s] for s in (statuses or STATUSES))
 
     def history(self, job_id: str) -> Deferred:
         return self._store.history(job_id)
@@ -143,27 +147,25 @@ class JobManager:
         """Cancel the named jobs and every active job in ``statuses``.
 
         Returns (cancelled ids, {id: why not}) once running jobs have stopped.
+        Pending jobs are cancelled in one store transaction, however many.
         """
-        targets = list(dict.fromkeys(job_ids))
-        wanted = [s for s in statuses if s in ACTIVE]
-        if wanted:
-            found, _ = await self._store.query(wanted, None, limit=1_000_000, offset=0)
-            targets.extend(j.id for j in found if j.id not in targets)
-        cancelled: list[str] = []
+        named = list(dict.fromkeys(job_ids))
+        running = [i for i in self._running if RUNNING in statuses or i in named]
+        # Pending first: a slot freed by a cancelled running job must not start one of them.
+        named_idle = [i for i in named if i not in running]
+        pending = await self._store.cancel_pending(None if PENDING in statuses else named_idle, self._clock.seconds())
+        for job in pending:
+            self._moved(PENDING, CANCELLED)
+            self._publish(events.JOB_CANCELLED, job)
+        cancelled = [job.id for job in pending]
+        waits: dict[str, Deferred] = {}
         errors: dict[str, str] = {}
-        waits = {}
-        for job_id in targets:
-            if job_id in self._running:
-                waits[job_id] = self._request_cancel(job_id)
+        for job_id in dict.fromkeys(running + named):
+            if job_id in cancelled:
                 continue
-            job = await self._store.finish(job_id, CANCELLED, self._clock.seconds(), from_statuses=(PENDING,))
-            if job is not None:
-                self._moved(PENDING, CANCELLED)
-                self._publish(events.JOB_CANCELLED, job)
-                cancelled.append(job_id)
-            elif job_id in self._running:  # claimed while we looked
+            if job_id in self._running:  # still running, or claimed meanwhile
                 waits[job_id] = self._request_cancel(job_id)
-            else:
+            elif job_id in named:
                 errors[job_id] = await self._why_not_cancellable(job_id)
         if waits:
             await _within(self._clock, DeferredList(list(waits.values())), CANCEL_WAIT_SECONDS)

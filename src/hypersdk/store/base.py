@@ -39,8 +39,9 @@ class JobStore(Protocol):
         job_ids: Optional[Sequence[str]],
         limit: int,
         offset: int,
-    ) -> tuple[list[Job], int]:
-        """Matching jobs newest first, and how many match before limit/offset."""
+        count: bool = True,
+    ) -> tuple[list[Job], Optional[int]]:
+        """Matching jobs newest first, and how many match before limit/offset (None unless ``count``)."""
 
     async def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, 0 when none)."""
@@ -64,6 +65,9 @@ class JobStore(Protocol):
     ) -> Optional[Job]:
         """Move a job from one of ``from_statuses`` to ``status`` (with its last
         progress); None if it was not in one of them."""
+
+    async def cancel_pending(self, job_ids: Optional[Sequence[str]], now: float) -> list[Job]:
+        """Cancel the pending jobs among ``job_ids`` (every pending job when None), in one go."""
 
     async def fail_interrupted(self, now: float) -> list[Job]:
         """Fail every job left running by a previous process; return them."""

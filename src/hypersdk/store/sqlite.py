@@ -21,6 +21,7 @@ from .secretbox import SecretBox, thd_load_or_create_key
 
 _JOB_COLUMNS = "id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at"
 _PROGRESS_FIELDS = {f.name for f in fields(Progress)}
+_PENDING_FIFO = f"INDEXED BY jobs_pending_fifo WHERE status = '{PENDING}'"  # a literal, to match the partial index
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -118,10 +119,12 @@ class SQLiteJobStore:
     def _thd_claim_next(self, now: float) -> Optional[Job]:
         with _transaction(self._db) as db:
             row = db.execute(
+                # Without statistics the planner sorts every pending job on each claim;
+                # the partial index is the oldest-first list already.
                 f"UPDATE jobs SET status = ?, started_at = ?, updated_at = ?"
-                f" WHERE seq = (SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1)"
+                f" WHERE seq = (SELECT seq FROM jobs {_PENDING_FIFO} ORDER BY seq LIMIT 1)"
                 f" RETURNING {_JOB_COLUMNS}",
-                (RUNNING, now, now, PENDING),
+                (RUNNING, now, now),
             ).fetchone()
             if row is None:
                 return None
@@ -170,6 +173,26 @@ class SQLiteJobStore:
             _add_history(db, job_id, now, status, job.progress.stage, error or status)
             return job
 
+    def cancel_pending(self, job_ids, now: float):
+        return self._run(self._thd_cancel_pending, None if job_ids is None else list(job_ids), now)
+
+    def _thd_cancel_pending(self, job_ids: Optional[list[str]], now: float) -> list[Job]:
+        if job_ids == []:
+            return []
+        match = "" if job_ids is None else f" AND id IN ({','.join('?' * len(job_ids))})"
+        with _transaction(self._db) as db:
+            rows = db.execute(
+                f"UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?"
+                f" WHERE status = '{PENDING}'{match} RETURNING {_JOB_COLUMNS}",
+                (CANCELLED, now, now, *(job_ids or ())),
+            ).fetchall()
+            jobs = [_job(row) for row in rows]
+            db.executemany(
+                "INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)",
+                [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs],
+            )
+        return jobs
+
     def fail_interrupted(self, now: float):
         return self._run(self._thd_fail_interrupted, now)
 
@@ -214,10 +237,10 @@ class SQLiteJobStore:
         ).fetchall()
         return [HistoryEntry(at=r["at"], status=r["status"], stage=r["stage"], message=r["message"]) for r in rows]
 
-    def query(self, statuses, job_ids, limit: int, offset: int):
-        return self._run(self._thd_query, statuses, job_ids, limit, offset)
+    def query(self, statuses, job_ids, limit: int, offset: int, count: bool = True):
+        return self._run(self._thd_query, statuses, job_ids, limit, offset, count)
 
-    def _thd_query(self, statuses, job_ids, limit, offset) -> tuple[list[Job], int]:
+    def _thd_query(self, statuses, job_ids, limit, offset, count) -> tuple[list[Job], Optional[int]]:
         where, params = [], []
         if statuses is not None:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
@@ -226,7 +249,7 @@ class SQLiteJobStore:
             where.append(f"id IN ({','.join('?' * len(job_ids))})")
             params.extend(job_ids)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        total = self._db.execute(f"SELECT count(*) FROM jobs{clause}", params).fetchone()[0]
+        total = self._db.execute(f"SELECT count(*) FROM jobs{clause}", params).fetchone()[0] if count else None
         rows = self._db.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),

@@ -7,7 +7,7 @@ import json
 from treq.testing import StubTreq
 
 from hypersdk.api.jobs import JobsAPI
-from hypersdk.api.site import APISite, build_app
+from hypersdk.api.site import APISite, build_resource
 from hypersdk.api.status import StatusAPI
 from tests.helpers import result_of
 from tests.unit.jobs.test_manager import Harness
@@ -17,6 +17,7 @@ class Response:
     def __init__(self, raw, body: bytes):
         self.code = raw.code
         self.headers = raw.headers
+        self.length = raw.length  # the Content-Length (twisted's client takes it out of the headers)
         self.body = body
 
     def header(self, name: str):
@@ -31,15 +32,15 @@ class Response:
 class APIClient:
     def __init__(self, harness: Harness = None, max_body_bytes=1024 * 1024, extra_areas=()):
         self.h = harness or Harness().start()
-        app = build_app(
+        root = build_resource(
             StatusAPI(self.h.manager, self.h.store, self.h.clock, started_at=self.h.clock.seconds()),
             JobsAPI(self.h.manager),
             *extra_areas,
         )
-        self._stub = StubTreq(app.resource())
+        self._stub = StubTreq(root)
         # StubTreq builds a plain Site; serve through ours (body limit, request ids).
         agent = self._stub._agent
-        agent._serverFactory = APISite(app.resource(), agent._memoryReactor, max_body_bytes)
+        agent._serverFactory = APISite(root, agent._memoryReactor, max_body_bytes)
 
     def request(self, method, path, body=None, headers=None, raw=None):
         headers = dict(headers or {})

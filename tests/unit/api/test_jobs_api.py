@@ -25,6 +25,16 @@ def test_health_and_status_shapes(api):
     assert status["timestamp"].endswith("Z")
 
 
+def test_status_answers_get_and_head_and_refuses_other_methods(api):
+    get = api.get("/status")
+    assert get.code == 200 and get.length == len(get.body)
+    assert get.header("X-Request-Id")
+    head = api.request("HEAD", "/status")
+    assert head.code == 200 and head.body == b""
+    post = api.post("/status", {})
+    assert post.code == 405 and post.header("Allow") == "GET, HEAD"
+
+
 def test_health_is_503_when_the_database_is_gone(api):
     api.h.store._conn.close()
     response = api.get("/health")

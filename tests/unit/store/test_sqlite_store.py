@@ -139,3 +139,23 @@ def test_status_queries_use_an_index(store):
         (FAILED,),
     ).fetchall()
     assert "jobs_by_status_created" in " ".join(str(tuple(r)) for r in plan)
+
+
+def test_claim_uses_the_pending_index_even_without_statistics(store):
+    from hypersdk.store.sqlite import _PENDING_FIFO
+
+    plan = store._conn.execute(f"EXPLAIN QUERY PLAN SELECT seq FROM jobs {_PENDING_FIFO} ORDER BY seq LIMIT 1").fetchall()
+    text = " ".join(str(tuple(r)) for r in plan)
+    assert "jobs_pending_fifo" in text and "TEMP B-TREE" not in text
+
+
+def test_cancel_pending_in_one_go_leaves_other_jobs_alone(store):
+    result_of(store.insert([new_job(f"j{i}", float(i)) for i in range(5)]))
+    result_of(store.claim_next(10.0))  # j0 runs
+    named = result_of(store.cancel_pending(["j0", "j1", "ghost"], 11.0))
+    assert [j.id for j in named] == ["j1"]
+    rest = result_of(store.cancel_pending(None, 12.0))
+    assert sorted(j.id for j in rest) == ["j2", "j3", "j4"]
+    assert result_of(store.get("j0")).status == RUNNING
+    assert result_of(store.counts())[CANCELLED] == 4
+    assert [h.message for h in result_of(store.history("j3"))] == ["submitted", "cancelled"]
