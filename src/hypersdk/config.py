@@ -45,7 +45,7 @@ class DatabaseConfig:
 
 @frozen
 class MetricsConfig:
-    enabled: bool = True
+    enabled: bool = False
     port: Optional[int] = field(
         default=None, metadata=_check(lambda p: p is None or 0 < p < 65536, "must be a TCP port")
     )
@@ -213,6 +213,16 @@ def _convert(hint, value, key: str, metadata):
             raise _Invalid(key, "must be a string")
         return value
     raise AssertionError(f"unsupported config type {hint!r}")  # a bug in this module
+
+
+def unsupported_settings(config: Config) -> list[str]:
+    """Settings this version accepts (the API document defines them) but does not act on yet."""
+    notes = []
+    if config.metrics.enabled:
+        notes.append("metrics.enabled: this version does not serve /metrics yet")
+    if config.webhooks:
+        notes.append(f"webhooks: {len(config.webhooks)} configured, but this version does not deliver webhooks yet")
+    return notes
 
 
 def read_vcenter_password(vc: VCenterConfig) -> str:

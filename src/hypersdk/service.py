@@ -18,7 +18,8 @@ from twisted.python.components import Componentized
 class HyperSDKService(MultiService):
     log = Logger()
 
-    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, log_observer=None, workers=()):
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, log_observer=None, workers=(),
+                 notices=()):
         super().__init__()
         self._reactor = reactor
         self._endpoint = endpoint
@@ -28,6 +29,7 @@ class HyperSDKService(MultiService):
         self._manager = manager
         self._log_observer = log_observer
         self._workers = workers  # thread pools etc. with start() and stop()
+        self._notices = notices  # configuration this version accepts but ignores
         self._port = None
         self.ready: Deferred = Deferred()
 
@@ -44,6 +46,8 @@ class HyperSDKService(MultiService):
         Deferred.fromCoroutine(self._start()).addCallbacks(self.ready.callback, self._start_failed)
 
     async def _start(self):
+        for notice in self._notices:
+            self.log.warn("configuration: {notice}", notice=notice)
         self._store_runner.start()
         await self._store.open()
         for worker in self._workers:

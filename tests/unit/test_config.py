@@ -84,6 +84,17 @@ def test_bad_values_name_the_key(tmp_path, text, expected):
     assert error_of(tmp_path, text) == expected
 
 
+def test_settings_not_acted_on_yet_are_named():
+    from hypersdk.config import parse_config, unsupported_settings
+
+    assert unsupported_settings(Config()) == []
+    config = parse_config({"metrics": {"enabled": True}, "webhooks": [{"url": "http://h/x"}]})
+    assert unsupported_settings(config) == [
+        "metrics.enabled: this version does not serve /metrics yet",
+        "webhooks: 1 configured, but this version does not deliver webhooks yet",
+    ]
+
+
 def test_webhook_aliases_and_duration_strings(tmp_path):
     config = load_config(write(tmp_path, "webhooks:\n  - url: http://h/x\n    retry: 5\n    timeout: 1.5m"))
     assert config.webhooks[0].retry_count == 5

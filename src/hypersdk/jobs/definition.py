@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from attrs import frozen
 
 from ..errors import InvalidField
+from ..vsphere.connection import parse_vcenter_url
 
 REDACTED = "***"
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -163,16 +164,27 @@ def _vm_path(top: _Obj) -> str:
     return path
 
 
+def parse_source(data: Any, context: SubmitContext = SubmitContext(), path: str = "source") -> SourceSpec:
+    """A vCenter and how to log in to it: a job's ``source``, or the credentials of a /vms request."""
+    return _source(_Obj(data, path), context)
+
+
 def _source(o: _Obj, context: SubmitContext) -> SourceSpec:
     o.choice("type", ("vsphere",), required=True)
     vcenter = o.text("vcenter")
     if vcenter is not None and vcenter not in context.vcenter_names:
         known = ", ".join(sorted(context.vcenter_names)) or "none are configured"
-        raise InvalidField(f"{o.path}.vcenter", f"unknown vCenter {vcenter!r} ({known})")
+        raise InvalidField(o._name("vcenter"), f"unknown vCenter {vcenter!r} ({known})")
     needed = vcenter is None  # a named vCenter brings its own URL and credentials
+    url = o.text("vcenter_url", required=needed)
+    if url is not None:
+        try:
+            parse_vcenter_url(url)
+        except InvalidField as e:
+            raise InvalidField(o._name("vcenter_url"), e.problem) from None
     spec = SourceSpec(
         type="vsphere",
-        vcenter_url=o.text("vcenter_url", required=needed),
+        vcenter_url=url,
         username=o.text("username", required=needed),
         password=o.get("password", str, required=needed),
         datacenter=o.text("datacenter"),

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..config import Config, read_vcenter_password
+from ..config import Config
 from ..errors import Conflict, HyperSDKError
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
@@ -70,26 +70,23 @@ class _Job:
 class MigrationPipeline:
     log = Logger()
 
-    def __init__(self, reactor, config: Config, cwd: str, processes: Optional[ProcessRunner] = None,
-                 vsphere: Optional[VSphere] = None):
+    def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, processes: Optional[ProcessRunner] = None):
         self._reactor = reactor
         self._config = config
         self._timeout = config.pipeline.connect_timeout
         self._work_root = os.path.join(cwd, config.pipeline.work_dir)
         self._processes = processes or ProcessRunner(reactor, config.pipeline.process_kill_grace)
-        self._vsphere = vsphere or VSphere(reactor, self._timeout)
+        self._vsphere = vsphere
         self._threads = RemoteCallPool(minthreads=0, maxthreads=8, name="libvirt")
         self._tools = Tools(config.vddk.libdir)
 
     # -- service hooks -------------------------------------------------------------
 
     def start(self) -> None:
-        self._vsphere.start()
         self._threads.start()
 
     def stop(self) -> None:
         self._threads.stop()
-        self._vsphere.stop()
 
     def method_problem(self, method: str) -> Optional[str]:
         problem = self._tools.method_problem(method)
@@ -118,7 +115,7 @@ class MigrationPipeline:
 
     async def _stages(self, job: _Job) -> dict:
         spec = job.spec
-        params = await self._vcenter_params(spec)
+        params = await self._vsphere.params_for(spec.source)
         job.stage("connecting", f"connecting to vCenter {params.where}")
         await self._vsphere.login(params)
 
@@ -168,16 +165,6 @@ class MigrationPipeline:
         return _result(spec, domain, planned, sources, prepared, job.stage_seconds)
 
     # -- stage helpers ---------------------------------------------------------------
-
-    async def _vcenter_params(self, spec: JobSpec) -> VCenterParams:
-        source = spec.source
-        if source.vcenter is not None:
-            named = self._config.vcenters[source.vcenter]
-            password = await self._thd(read_vcenter_password, named)
-            return VCenterParams.from_url(named.url, named.username, password, insecure=named.insecure,
-                                          thumbprint=named.thumbprint)
-        return VCenterParams.from_url(source.vcenter_url, source.username, source.password,
-                                      insecure=source.insecure, thumbprint=source.thumbprint)
 
     async def _disk_source(self, job: _Job, params: VCenterParams, vm: VmInfo, disk) -> DiskSource:
         datastore, path = parse_datastore_path(disk.file_name)

@@ -12,6 +12,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from .. import errors
+from ..config import VCenterConfig, read_vcenter_password
+from ..jobs.definition import SourceSpec
 from ..cancel import CancelToken
 from ..threads import RemoteCallPool
 from . import files, inventory, power
@@ -22,9 +24,11 @@ from .sessions import SessionCache
 
 
 class VSphere:
-    def __init__(self, reactor, timeout: float, max_threads: int = 8):
+    def __init__(self, reactor, timeout: float, named: Optional[dict[str, VCenterConfig]] = None, max_threads: int = 8):
+        """``named``: the vCenters of the configuration file, by name."""
         self._reactor = reactor
         self._timeout = timeout
+        self._named = named or {}
         self.pool = RemoteCallPool(minthreads=0, maxthreads=max_threads, name="vsphere")
         self.sessions = SessionCache(timeout=timeout)
 
@@ -44,6 +48,16 @@ class VSphere:
 
     def _with_session(self, params: VCenterParams, fn, *args, deadline: Optional[float] = None) -> Deferred:
         return self._in_thread(deadline or self._timeout * 4, self.sessions.thd_call, params, fn, *args)
+
+    async def params_for(self, source: SourceSpec) -> VCenterParams:
+        """Login parameters for a job's source or a request's credentials."""
+        if source.vcenter is not None:
+            named = self._named[source.vcenter]
+            password = await self._in_thread(self._timeout, read_vcenter_password, named)
+            return VCenterParams.from_url(named.url, named.username, password, insecure=named.insecure,
+                                          thumbprint=named.thumbprint)
+        return VCenterParams.from_url(source.vcenter_url, source.username, source.password,
+                                      insecure=source.insecure, thumbprint=source.thumbprint)
 
     def login(self, params: VCenterParams) -> Deferred:
         """Make sure a session exists (distinct errors for login, TLS, DNS, refusal, timeout)."""

@@ -292,8 +292,12 @@ def _thd_find_container(si: vim.ServiceInstance, datacenter: Optional[str], fold
     if folder:
         folder_path = "/".join(p for p in folder.split("/") if p)
         candidates = [folder_path]
-        if datacenter:
-            candidates.append("/".join(p for p in f"{datacenter}/vm/{folder_path}".split("/") if p))
+        # Relative to a datacenter's VM folder: the one named, else any at the top level.
+        datacenters = [datacenter] if datacenter else [
+            child.name for child in content.rootFolder.childEntity if isinstance(child, vim.Datacenter)
+        ]
+        for dc in datacenters:
+            candidates.append("/".join(p for p in f"{dc}/vm/{folder_path}".split("/") if p))
         for candidate in candidates:
             found = index.FindByInventoryPath(candidate)
             if isinstance(found, (vim.Folder, vim.Datacenter, vim.VirtualApp)):
