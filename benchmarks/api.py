@@ -337,19 +337,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
 def http_ok(port: int, path: str) -> bool:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -392,6 +379,8 @@ def start_daemon(children: Children, workdir: Path, db_path: Path,
         if proc.poll() is not None:
             raise RuntimeError(f"the daemon exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         return http_ok(port, "/health")
+
+    from tests.integration.polling import wait_for
 
     wait_for(healthy, 120, "the daemon to answer GET /health")
     return proc, port, log_path

@@ -28,12 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from pyVmomi import vim  # noqa: E402
-
 from hypersdk.vsphere.connection import VCenterParams, thd_connect  # noqa: E402
 from hypersdk.vsphere.datastore import session_cookie  # noqa: E402
 from tests.integration.daemon import Daemon  # noqa: E402
-from tests.integration.vcsim import Vcsim, create_vm, wait_task  # noqa: E402
+from tests.integration.vcsim import Vcsim, create_vm  # noqa: E402
 
 GiB = 1024**3
 MiB = 1024**2
@@ -84,7 +82,7 @@ def main() -> None:
     try:
         params = VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True)
         si = thd_connect(params, 30)
-        vm = create_vm(si, "bench", firmware="bios", networks=("VM Network",), cdrom=False, disk_kb=size // 1024)
+        create_vm(si, "bench", firmware="bios", networks=("VM Network",), cdrom=False, disk_kb=size // 1024)
         descriptor = make_source_disk(sim.info.datastore_dir, "bench", size, data)
         extent = descriptor.with_name("bench-flat.vmdk")
         print(f"source: {size / GiB:g} GiB flat VMDK with {data / GiB:g} GiB of random data, simulator over HTTPS")

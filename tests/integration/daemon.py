@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import requests
 import yaml
+
+from tests.integration.polling import wait_for  # noqa: F401 (tests import it from here too)
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -132,19 +133,6 @@ class Daemon:
 def daemon_env(home: Path) -> dict:
     """What twistd needs to find the plugin in this checkout, and nothing else."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "HOME": str(home)}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)  # polling interval of a deadline loop, not a fixed wait
-        delay = min(delay * 2, 0.2)
 
 
 def dump(obj: Any) -> str:

@@ -18,11 +18,11 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 import xml.etree.ElementTree as ET
-from typing import Callable
 
 import pytest
+
+from tests.integration.polling import wait_for
 
 URI = "qemu:///system"
 SOCKET = "/var/run/libvirt/libvirt-sock"
@@ -34,14 +34,6 @@ PACKAGES = (
     "libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils "
     "libxml2-utils dnsmasq-base iproute2"
 )
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise TimeoutError(f"{what} not ready after {deadline_s} s")
-        time.sleep(0.02)
 
 
 def _socket_answers(path: str) -> bool:

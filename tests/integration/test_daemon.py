@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -16,16 +15,6 @@ from tests.helpers import definition
 from tests.integration.daemon import TWISTD, Daemon, daemon_env, wait_for
 
 PASSWORD = "s3cret-Pa55"
-
-
-@pytest.fixture
-def black_hole():
-    """A vCenter that accepts connections and never answers: jobs wait in 'connecting'."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(100)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
 
 
 def stuck_job(vcenter, **changes):

@@ -1,6 +1,5 @@
 """The VM Discovery API through the real daemon, against the vCenter simulator."""
 
-import socket
 import uuid
 from urllib.parse import urlencode
 
@@ -127,15 +126,6 @@ def test_power_operations_change_the_vm(daemon, sim, si):
         assert daemon.log_contains(f"power off of DC0/vm/{name} on 127.0.0.1:{sim.info.port} asked by 127.0.0.1: done")
     finally:
         destroy_vm(vm)
-
-
-@pytest.fixture
-def black_hole():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(100)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
 
 
 def test_errors_have_their_documented_status(daemon, sim, black_hole):

@@ -25,10 +25,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Iterable, Optional, Sequence
 
 from attrs import field, frozen
 from pyVmomi import vim, vmodl
+
+from tests.integration.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO / "tests" / "vcsim"
@@ -38,7 +40,6 @@ BINARY = BUILD_DIR / "vcsim"
 GOPATH = "/usr/share/gocode"
 
 MiB = 1024 * 1024
-T = TypeVar("T")
 
 
 class VcsimError(RuntimeError):
@@ -230,20 +231,6 @@ class Vcsim:
 
 
 # ---- polling -------------------------------------------------------------------------------------
-
-def wait_for(condition: Callable[[], Optional[T]], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout:g} s")
-        select.select([], [], [], min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.25)
-
 
 def wait_task(task: vim.Task, timeout: float = 30.0) -> object:
     """Wait for a vSphere task (plain pyvmomi property reads); raise its fault if it failed."""

@@ -20,7 +20,7 @@ from ..errors import HyperSDKError, Unavailable
 from ..events import Event, EventBus
 from ..store.base import JobStore
 from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
-from .model import ACTIVE, CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress
+from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress
 from .progress import ProgressReporter
 
 # How long a cancel request waits for running jobs to clean up before answering.

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from hypersdk.jobs.model import CANCELLED, PENDING, RUNNING

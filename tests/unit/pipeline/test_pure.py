@@ -8,7 +8,7 @@ from hypersdk.jobs.progress import ProgressReporter
 from hypersdk.pipeline import commands
 from hypersdk.pipeline.conversion import TransferProgress, transfer_range
 from hypersdk.pipeline.destination import disk_name, is_local_uri
-from hypersdk.pipeline.disks import DiskSource, UnsupportedDisk, resolve_source
+from hypersdk.pipeline.disks import UnsupportedDisk, resolve_source
 from hypersdk.pipeline.progress import RateMeter, nbdcopy_percent, qemu_img_percent, virt_v2v_event
 from hypersdk.vsphere.model import DiskInfo
 
