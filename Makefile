@@ -12,6 +12,8 @@ RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clie
 # What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges.
 TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
 	libxml2-utils dnsmasq-base iproute2
+# virt-v2v with what it recommends (a kernel for the libguestfs appliance); optional for `make run`.
+V2V_PACKAGES := virt-v2v libguestfs-tools
 
 .PHONY: run test unit integration packages test-packages clean
 
@@ -32,6 +34,7 @@ packages:
 
 test-packages:
 	@scripts/ensure-debian-packages $(TEST_PACKAGES)
+	@scripts/ensure-debian-packages --with-recommends $(V2V_PACKAGES)
 
 $(BIN)/.installed: requirements.txt | packages
 	$(PYTHON) -m venv $(VENV)

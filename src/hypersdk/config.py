@@ -93,6 +93,7 @@ class PipelineConfig:
     shutdown_timeout: float = field(default=300.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     process_kill_grace: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     max_bytes_per_second: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
+    virt_v2v_force_tcg: bool = False  # hosts where KVM cannot run the libguestfs appliance
 
 
 @frozen

@@ -93,3 +93,10 @@ def qemu_img_compare(source: str, source_format: str, target: str, target_format
 
 def qemu_img_create(target: str, target_format: str, size: int) -> list[str]:
     return ["qemu-img", "create", "-q", "-f", target_format, target, str(size)]
+
+
+def virt_v2v(source_xml: str, output_dir: str, disk_format: str, name: str) -> list[str]:
+    """virt-v2v converting the guest whose disks ``source_xml`` describes into ``output_dir``
+    (``<name>-sda``, ``<name>-sdb``, ...), with JSON messages on stdout."""
+    return ["virt-v2v", "--machine-readable", "-i", "libvirtxml", source_xml, "-o", "local", "-os", output_dir,
+            "-of", disk_format, "-on", name]

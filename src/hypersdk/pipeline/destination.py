@@ -35,7 +35,8 @@ class PlannedDisk:
     name: str  # file or volume name
     target: Target  # what qemu-img writes
     domain_disk: DomainDisk
-    upload_from: Optional[str] = None  # work file to upload into the pool volume
+    staged: bool = False  # target is a work file: the import stage delivers it (or its conversion)
+    final_path: Optional[str] = None  # where a staged disk lands in output_dir
 
 
 def is_local_uri(uri: str) -> bool:
@@ -81,39 +82,41 @@ class Destination:
         if free < need:
             raise DestinationProblem(f"not enough room in {where}: {need} bytes needed, {free} available")
 
-    async def plan(self, sizes: list[int]) -> list[PlannedDisk]:
-        """Create the destination of every disk (files are created by qemu-img itself)."""
+    async def plan(self, sizes: list[int], staged: bool = False) -> list[PlannedDisk]:
+        """Where every disk goes: written in place when it can be (an output_dir file, a local
+        directory pool's volume), else ``staged`` in the work directory and delivered at import."""
         spec = self._spec
-        planned = []
-        in_place = False
+        local_pool = False
         if spec.storage_pool is not None:
             pool = await self._host.pool_info(spec.storage_pool)
-            in_place = is_local_uri(spec.libvirt_uri) and pool.path is not None
+            local_pool = is_local_uri(spec.libvirt_uri) and pool.path is not None
+        planned = []
         for index, size in enumerate(sizes):
             name = disk_name(self._domain, index, spec.disk_format)
             target_dev = virtio_target(index)
+            work_file = Target(os.path.join(self._work_dir, name), spec.disk_format)
             if spec.output_dir is not None:
                 path = os.path.join(spec.output_dir, name)
                 self._undo(f"remove {path}", lambda p=path: self._thd(_thd_remove, p))
-                planned.append(PlannedDisk(index, size, name, Target(path, spec.disk_format),
-                                           DomainDisk.file(path, spec.disk_format, target_dev)))
+                planned.append(PlannedDisk(index, size, name, work_file if staged else Target(path, spec.disk_format),
+                                           DomainDisk.file(path, spec.disk_format, target_dev), staged, path))
                 continue
             path = await self._host.create_volume(spec.storage_pool, name, size, spec.disk_format)
             self._undo(f"delete volume {name}", lambda n=name: self._host.delete_volume(spec.storage_pool, n))
             disk = DomainDisk.pool_volume(spec.storage_pool, name, spec.disk_format, target_dev)
-            if in_place:
+            if local_pool and not staged:
                 planned.append(PlannedDisk(index, size, name, Target(path, spec.disk_format, exists=True), disk))
             else:
-                work_file = os.path.join(self._work_dir, name)
-                self._undo(f"remove {work_file}", lambda p=work_file: self._thd(_thd_remove, p))
-                planned.append(PlannedDisk(index, size, name, Target(work_file, spec.disk_format), disk, upload_from=work_file))
+                planned.append(PlannedDisk(index, size, name, work_file, disk, staged=True))
         return planned
 
-    async def upload(self, disk: PlannedDisk, progress: Callable[[int, int], None]) -> None:
-        """Send a disk converted in the work directory into its pool volume."""
-        if disk.upload_from is None:
-            return
-        await self._host.upload_volume(self._spec.storage_pool, disk.name, disk.upload_from, progress)
+    async def deliver(self, disk: PlannedDisk, local_file: str) -> None:
+        """Put a disk finished in the work directory in its place: moved into output_dir, or
+        uploaded into its pool volume through libvirt (which works for remote hosts too)."""
+        if disk.final_path is not None:
+            await self._thd(shutil.move, local_file, disk.final_path)
+        else:
+            await self._host.upload_volume(self._spec.storage_pool, disk.name, local_file)
 
     async def define(self, xml: str) -> str:
         name = await self._host.define_domain(xml)

@@ -8,10 +8,12 @@ it fails or is cancelled: the ``undo`` list runs in reverse, each step bounded.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 import ssl
+import tempfile
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -25,17 +27,18 @@ from ..errors import Conflict, HyperSDKError
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
 from ..threads import RemoteCallPool
-from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, safe_domain_name
+from ..libvirt.domain_xml import DomainDisk, build_domain_xml, check_network_mapping, safe_domain_name, virtio_target
 from ..libvirt.host import LibvirtHost
 from ..vsphere.client import VSphere
 from ..vsphere.connection import VCenterParams
 from ..vsphere.datastore import datastore_file_url, parse_datastore_path
 from ..vsphere.model import VmInfo
 from . import commands
-from .conversion import ServerArgv, TransferProgress, convert, transfer_range, verify
+from .conversion import ServerArgv, ToolFailed, TransferProgress, convert, transfer_range, verify
 from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .process import ProcessRunner
+from .progress import virt_v2v_event
 from .tools import Tools
 
 UNDO_TIMEOUT = 60.0
@@ -89,10 +92,7 @@ class MigrationPipeline:
         self._threads.stop()
 
     def method_problem(self, method: str) -> Optional[str]:
-        problem = self._tools.method_problem(method)
-        if problem is None and method == "virt-v2v":
-            return "conversion_method \"virt-v2v\" is not supported by this daemon yet; use \"https\" or \"vddk\""
-        return problem
+        return self._tools.method_problem(method)
 
     # -- the job ---------------------------------------------------------------------
 
@@ -136,18 +136,25 @@ class MigrationPipeline:
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
         reader = await self._disk_readers(job, params, vm)
-        planned = await destination.plan([s.size for s in sources])
-        copy_range, verify_range = transfer_range(spec.options.verify)
+        guest_conversion = spec.options.conversion_method == "virt-v2v"
+        planned = await destination.plan([s.size for s in sources], staged=guest_conversion)
+        # virt-v2v changes the guest on purpose: there is nothing to compare with the source after it.
+        copy_range, verify_range = transfer_range(spec.options.verify and not guest_conversion)
         progress = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, copy_range)
         for disk, source in zip(planned, sources):
             progress.start_disk(disk.index)
             await convert(self._processes, reader(source), source, disk.target, progress.disk_percent)
         progress.start_disk(len(planned) - 1)
         progress.disk_percent(100)
+        if guest_conversion:
+            delivered = await self._convert_guest(job, vm, domain, planned)
+        else:
+            delivered = [disk.target.path if disk.staged else None for disk in planned]
 
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
-        for disk in planned:
-            await destination.upload(disk, lambda done, total: None)
+        for disk, local_file in zip(planned, delivered):
+            if local_file is not None:
+                await destination.deliver(disk, local_file)
         xml = build_domain_xml(vm, name=domain, disks=[d.domain_disk for d in planned],
                                network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type,
                                vcenter=params.where)
@@ -162,7 +169,7 @@ class MigrationPipeline:
         if spec.destination.start:
             await destination.start(domain)
         job.stage("done", "migration complete")
-        return _result(spec, domain, planned, sources, prepared, job.stage_seconds)
+        return _result(spec, domain, planned, sources, prepared, job.stage_seconds, verified=verify_range is not None)
 
     # -- stage helpers ---------------------------------------------------------------
 
@@ -192,6 +199,39 @@ class MigrationPipeline:
         if options.remove_cdrom and vm.cdroms:
             done["cdroms_removed"] = await self._vsphere.remove_cdroms(params, job.spec.vm_path)
         return done
+
+    async def _convert_guest(self, job: _Job, vm: VmInfo, domain: str, planned: list[PlannedDisk]) -> list[str]:
+        """virt-v2v over the copied disks (virtio drivers, bootloader); returns the converted files."""
+        spec = job.spec
+        fmt = spec.destination.disk_format
+        job.reporter.update(message="converting the guest with virt-v2v")
+        source_xml = os.path.join(job.work_dir, "virt-v2v-source.xml")
+        output_dir = os.path.join(job.work_dir, "virt-v2v")
+        xml = build_domain_xml(vm, name=domain, disks=[DomainDisk.file(d.target.path, fmt, virtio_target(d.index))
+                                                       for d in planned],
+                               network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type)
+        await self._thd(_thd_write_private, source_xml, xml)
+        await self._thd(_thd_make_private_dir, output_dir)
+        cache = os.path.join(self._work_root, ".libguestfs-cache")  # the appliance, built once, kept
+        await self._thd(_thd_make_private_dir, cache)
+        # virt-v2v makes unix sockets in TMPDIR: it must be short (107 bytes per socket path)
+        scratch = await self._thd(tempfile.mkdtemp, "", "hypersdk-v2v-")
+        env = {"LIBGUESTFS_BACKEND": "direct", "TMPDIR": scratch, "HOME": job.work_dir, "LIBGUESTFS_CACHEDIR": cache}
+        if self._config.pipeline.virt_v2v_force_tcg:
+            env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+        messages = V2vMessages(job.reporter)
+        try:
+            result = await self._processes.run("virt-v2v", commands.virt_v2v(source_xml, output_dir, fmt, domain),
+                                               env=env, on_output=messages.line)
+        finally:
+            await self._thd(shutil.rmtree, scratch, True)
+        if not result.ok:
+            raise ToolFailed(f"virt-v2v exited {result.exit_code}: {messages.error}" if messages.error
+                             else result.describe("virt-v2v"))
+        converted = sorted(await self._thd(glob.glob, os.path.join(output_dir, f"{glob.escape(domain)}-sd*")))
+        if len(converted) != len(planned):
+            raise ToolFailed(f"virt-v2v wrote {len(converted)} disk(s) for {len(planned)}")
+        return converted
 
     async def _disk_readers(self, job: _Job, params: VCenterParams, vm: VmInfo) -> Callable[[DiskSource], ServerArgv]:
         """How nbdkit reads each disk; secrets go into private files, never on a command line."""
@@ -262,6 +302,24 @@ def _check_source(vm: VmInfo) -> None:
         names[disk.file_name] = disk.label
 
 
+class V2vMessages:
+    """virt-v2v's --machine-readable messages as the job's progress message; keeps its error."""
+
+    def __init__(self, reporter: ProgressReporter):
+        self._reporter = reporter
+        self.error: Optional[str] = None
+
+    def line(self, stream: str, line: str) -> None:
+        message = virt_v2v_event(line)
+        if message is None or not isinstance(message.get("message"), str):
+            return
+        text = message["message"].strip()
+        if message.get("type") == "error":
+            self.error = " ".join(text.split())
+        else:
+            self._reporter.update(message=f"virt-v2v: {text.splitlines()[0]}")
+
+
 def sha1_fingerprint(der: bytes) -> str:
     """``AA:BB:...``: the form VDDK takes a certificate thumbprint in."""
     return ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())
@@ -272,19 +330,19 @@ def _url(params: VCenterParams, vm: VmInfo, datastore: str, path: str) -> str:
 
 
 def _result(spec: JobSpec, domain: str, planned: list[PlannedDisk], sources: list[DiskSource], prepared: dict,
-            stage_seconds: dict) -> dict:
+            stage_seconds: dict, verified: bool) -> dict:
     destination = spec.destination
     return {
         "domain_name": domain,
         "libvirt_uri": destination.libvirt_uri,
         "started": destination.start,
-        "verified": spec.options.verify,
+        "verified": verified,
         "disks": [
             {
                 "source": source.disk.file_name,
                 "format": destination.disk_format,
                 "capacity_bytes": source.size,
-                **({"path": disk.target.path} if destination.output_dir else
+                **({"path": disk.final_path or disk.target.path} if destination.output_dir else
                    {"storage_pool": destination.storage_pool, "volume": disk.name}),
             }
             for disk, source in zip(planned, sources)

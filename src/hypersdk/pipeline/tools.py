@@ -31,23 +31,25 @@ def nbdkit_plugin(name: str) -> Optional[str]:
 
 
 class Tools:
-    def __init__(self, vddk_libdir: Optional[str]):
+    def __init__(self, vddk_libdir: Optional[str], which=_which, plugin=nbdkit_plugin):
         self._vddk_libdir = vddk_libdir
+        self._which = which  # tool name -> path or None
+        self._plugin = plugin  # nbdkit plugin name -> path or None
 
     def method_problem(self, method: str) -> Optional[str]:
         """None when ``method`` can run here, else what is missing (for a 400 at submit)."""
-        missing = [tool for tool in BASE_TOOLS if _which(tool) is None]
+        missing = [tool for tool in BASE_TOOLS if self._which(tool) is None]
         if missing:
             return f"{', '.join(missing)} not installed on the conversion host"
-        if method == "https" and nbdkit_plugin("curl") is None:
+        if method in ("https", "virt-v2v") and self._plugin("curl") is None:
             return "nbdkit's curl plugin is not installed on the conversion host"
         if method == "vddk":
-            if nbdkit_plugin("vddk") is None:
+            if self._plugin("vddk") is None:
                 return "nbdkit's vddk plugin is not installed on the conversion host (nbdkit-vddk-plugin.so)"
             if not self._vddk_libdir:
                 return "vddk.libdir is not set in the daemon's configuration"
             if not glob.glob(os.path.join(self._vddk_libdir, "lib64", "libvixDiskLib.so*")):
                 return f"VMware's VDDK library is not in {self._vddk_libdir} (lib64/libvixDiskLib.so missing)"
-        if method == "virt-v2v" and _which("virt-v2v") is None:
+        if method == "virt-v2v" and self._which("virt-v2v") is None:
             return "virt-v2v is not installed on the conversion host"
         return None

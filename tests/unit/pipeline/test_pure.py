@@ -133,3 +133,47 @@ def test_copy_and_verification_shares_never_overlap(verify):
     assert 0 < copy[0] < copy[1] <= 98
     if check:
         assert copy[1] <= check[0] < check[1] <= 98
+
+
+def test_tools_name_what_is_missing(tmp_path):
+    from hypersdk.pipeline.tools import Tools
+
+    everything = Tools(None, which=lambda name: f"/usr/bin/{name}", plugin=lambda name: f"/p/{name}.so")
+    assert everything.method_problem("https") is None
+    assert everything.method_problem("virt-v2v") is None
+    assert everything.method_problem("vddk") == "vddk.libdir is not set in the daemon's configuration"
+    assert Tools(str(tmp_path), which=lambda n: "/x", plugin=lambda n: "/p").method_problem("vddk") == (
+        f"VMware's VDDK library is not in {tmp_path} (lib64/libvixDiskLib.so missing)")
+    (tmp_path / "lib64").mkdir()
+    (tmp_path / "lib64" / "libvixDiskLib.so.8").touch()
+    assert Tools(str(tmp_path), which=lambda n: "/x", plugin=lambda n: "/p").method_problem("vddk") is None
+    no_v2v = Tools(None, which=lambda name: None if name == "virt-v2v" else "/x", plugin=lambda n: "/p")
+    assert no_v2v.method_problem("virt-v2v") == "virt-v2v is not installed on the conversion host"
+    assert no_v2v.method_problem("https") is None
+    no_qemu = Tools(None, which=lambda name: None if name == "qemu-img" else "/x", plugin=lambda n: "/p")
+    assert no_qemu.method_problem("https") == "qemu-img not installed on the conversion host"
+    no_vddk = Tools("/opt/vddk", which=lambda n: "/x", plugin=lambda name: None if name == "vddk" else "/p")
+    assert no_vddk.method_problem("vddk").startswith("nbdkit's vddk plugin is not installed")
+
+
+def test_virt_v2v_messages_become_progress_and_the_error_is_kept():
+    from hypersdk.pipeline.migration import V2vMessages
+
+    clock = Clock()
+    updates = []
+    reporter = ProgressReporter(Progress(stage="conversion"), clock.seconds, lambda p, note: updates.append(p))
+    messages = V2vMessages(reporter)
+    messages.line("stdout", '{ "message": "Inspecting the source", "timestamp": "2026-11-30T11:32:56Z", "type": "message" }')
+    messages.line("stdout", "[  29.9] Inspecting the source")
+    messages.line("stdout", '{ "message": "inspection could not detect the source guest.\\n\\nNo root device found.", '
+                            '"timestamp": "2026-11-30T11:32:57Z", "type": "error" }')
+    assert updates[-1].message == "virt-v2v: Inspecting the source"
+    assert messages.error == "inspection could not detect the source guest. No root device found."
+
+
+def test_virt_v2v_argv_converts_locally_with_machine_readable_messages():
+    argv = commands.virt_v2v("/w/source.xml", "/w/out", "qcow2", "web")
+    assert argv[:2] == ["virt-v2v", "--machine-readable"]
+    assert argv[argv.index("-i") + 1:argv.index("-i") + 3] == ["libvirtxml", "/w/source.xml"]
+    assert argv[argv.index("-o") + 1] == "local" and argv[argv.index("-os") + 1] == "/w/out"
+    assert argv[argv.index("-of") + 1] == "qcow2" and argv[argv.index("-on") + 1] == "web"
