@@ -110,13 +110,14 @@ class Destination:
                 planned.append(PlannedDisk(index, size, name, work_file, disk, staged=True))
         return planned
 
-    async def deliver(self, disk: PlannedDisk, local_file: str) -> None:
+    async def deliver(self, disk: PlannedDisk, local_file: str, progress: Callable[[int, int], None]) -> None:
         """Put a disk finished in the work directory in its place: moved into output_dir, or
-        uploaded into its pool volume through libvirt (which works for remote hosts too)."""
+        uploaded into its pool volume through libvirt (which works for remote hosts too);
+        ``progress(done, total)`` follows an upload."""
         if disk.final_path is not None:
             await self._thd(shutil.move, local_file, disk.final_path)
         else:
-            await self._host.upload_volume(self._spec.storage_pool, disk.name, local_file)
+            await self._host.upload_volume(self._spec.storage_pool, disk.name, local_file, progress)
 
     async def define(self, xml: str) -> str:
         name = await self._host.define_domain(xml)

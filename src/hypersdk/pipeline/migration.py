@@ -154,7 +154,7 @@ class MigrationPipeline:
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
         for disk, local_file in zip(planned, delivered):
             if local_file is not None:
-                await destination.deliver(disk, local_file)
+                await destination.deliver(disk, local_file, _upload_message(job.reporter, disk.index, len(planned)))
         xml = build_domain_xml(vm, name=domain, disks=[d.domain_disk for d in planned],
                                network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type,
                                vcenter=params.where)
@@ -318,6 +318,13 @@ class V2vMessages:
             self.error = " ".join(text.split())
         else:
             self._reporter.update(message=f"virt-v2v: {text.splitlines()[0]}")
+
+
+def _upload_message(reporter: ProgressReporter, index: int, count: int) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        reporter.update(message=f"uploading disk {index + 1} of {count}: {done} of {total} bytes")
+
+    return progress
 
 
 def sha1_fingerprint(der: bytes) -> str:
