@@ -8,13 +8,8 @@ it fails or is cancelled: the ``undo`` list runs in reverse, each step bounded.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import shutil
-import ssl
-import tempfile
-from functools import partial
 from typing import Any, Callable, Optional
 
 from attrs import define, field
@@ -26,20 +21,21 @@ from ..config import Config
 from ..errors import Conflict, HyperSDKError
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
-from ..threads import RemoteCallPool
-from ..libvirt.domain_xml import DomainDisk, build_domain_xml, check_network_mapping, safe_domain_name, virtio_target
+from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, safe_domain_name
 from ..libvirt.host import LibvirtHost
+from ..threads import RemoteCallPool
 from ..vsphere.client import VSphere
 from ..vsphere.connection import VCenterParams
-from ..vsphere.datastore import datastore_file_url, parse_datastore_path
+from ..vsphere.datastore import parse_datastore_path
 from ..vsphere.model import VmInfo
-from . import commands
-from .conversion import ServerArgv, ToolFailed, TransferProgress, convert, transfer_range, verify
+from .conversion import TransferProgress, convert, transfer_range, verify
 from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
+from .guest import convert_guest
 from .process import ProcessRunner
-from .progress import virt_v2v_event
+from .readers import disk_readers, file_url
 from .tools import Tools
+from .workfiles import thd_make_private_dir
 
 UNDO_TIMEOUT = 60.0
 
@@ -102,7 +98,7 @@ class MigrationPipeline:
     async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> dict:
         job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds)
         started = self._reactor.seconds()
-        await self._thd(_thd_make_private_dir, job.work_dir)
+        await self._thd(thd_make_private_dir, job.work_dir)
         try:
             result = await self._stages(job)
         except BaseException:  # failure or cancellation: leave nothing behind
@@ -135,7 +131,8 @@ class MigrationPipeline:
         prepared = await self._prepare_source(job, params, vm)
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
-        reader = await self._disk_readers(job, params, vm)
+        reader = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
+                                    method=spec.options.conversion_method, config=self._config)
         guest_conversion = spec.options.conversion_method == "virt-v2v"
         planned = await destination.plan([s.size for s in sources], staged=guest_conversion)
         # virt-v2v changes the guest on purpose: there is nothing to compare with the source after it.
@@ -147,7 +144,11 @@ class MigrationPipeline:
         progress.start_disk(len(planned) - 1)
         progress.disk_percent(100)
         if guest_conversion:
-            delivered = await self._convert_guest(job, vm, domain, planned)
+            delivered = await convert_guest(
+                self._processes, self._thd, vm=vm, domain=domain, disks=planned, spec=spec, work_dir=job.work_dir,
+                cache_dir=os.path.join(self._work_root, ".libguestfs-cache"),
+                force_tcg=self._config.pipeline.virt_v2v_force_tcg, reporter=job.reporter,
+            )
         else:
             delivered = [disk.target.path if disk.staged else None for disk in planned]
 
@@ -177,7 +178,7 @@ class MigrationPipeline:
         datastore, path = parse_datastore_path(disk.file_name)
         if job.spec.options.conversion_method == "vddk":  # VDDK reads any layout itself
             return DiskSource(disk, datastore, path, "raw", size=disk.capacity_bytes)
-        url = _url(params, vm, datastore, path)
+        url = file_url(params, vm, datastore, path)
         head = await self._vsphere.read_range(params, url, 0, HEAD_BYTES)
         return resolve_source(disk, head)
 
@@ -199,76 +200,6 @@ class MigrationPipeline:
         if options.remove_cdrom and vm.cdroms:
             done["cdroms_removed"] = await self._vsphere.remove_cdroms(params, job.spec.vm_path)
         return done
-
-    async def _convert_guest(self, job: _Job, vm: VmInfo, domain: str, planned: list[PlannedDisk]) -> list[str]:
-        """virt-v2v over the copied disks (virtio drivers, bootloader); returns the converted files."""
-        spec = job.spec
-        fmt = spec.destination.disk_format
-        job.reporter.update(message="converting the guest with virt-v2v")
-        source_xml = os.path.join(job.work_dir, "virt-v2v-source.xml")
-        output_dir = os.path.join(job.work_dir, "virt-v2v")
-        xml = build_domain_xml(vm, name=domain, disks=[DomainDisk.file(d.target.path, fmt, virtio_target(d.index))
-                                                       for d in planned],
-                               network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type)
-        await self._thd(_thd_write_private, source_xml, xml)
-        await self._thd(_thd_make_private_dir, output_dir)
-        cache = os.path.join(self._work_root, ".libguestfs-cache")  # the appliance, built once, kept
-        await self._thd(_thd_make_private_dir, cache)
-        # virt-v2v makes unix sockets in TMPDIR: it must be short (107 bytes per socket path)
-        scratch = await self._thd(tempfile.mkdtemp, "", "hypersdk-v2v-")
-        env = {"LIBGUESTFS_BACKEND": "direct", "TMPDIR": scratch, "HOME": job.work_dir, "LIBGUESTFS_CACHEDIR": cache}
-        if self._config.pipeline.virt_v2v_force_tcg:
-            env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
-        messages = V2vMessages(job.reporter)
-        try:
-            result = await self._processes.run("virt-v2v", commands.virt_v2v(source_xml, output_dir, fmt, domain),
-                                               env=env, on_output=messages.line)
-        finally:
-            await self._thd(shutil.rmtree, scratch, True)
-        if not result.ok:
-            raise ToolFailed(f"virt-v2v exited {result.exit_code}: {messages.error}" if messages.error
-                             else result.describe("virt-v2v"))
-        converted = sorted(await self._thd(glob.glob, os.path.join(output_dir, f"{glob.escape(domain)}-sd*")))
-        if len(converted) != len(planned):
-            raise ToolFailed(f"virt-v2v wrote {len(converted)} disk(s) for {len(planned)}")
-        return converted
-
-    async def _disk_readers(self, job: _Job, params: VCenterParams, vm: VmInfo) -> Callable[[DiskSource], ServerArgv]:
-        """How nbdkit reads each disk; secrets go into private files, never on a command line."""
-        certificate = await self._vsphere.server_certificate(params) if params.scheme == "https" else b""
-        if job.spec.options.conversion_method == "vddk":
-            password_file = os.path.join(job.work_dir, "password")
-            await self._thd(_thd_write_private, password_file, params.password)
-
-            def vddk(disk: DiskSource) -> ServerArgv:
-                return partial(commands.nbdkit_vddk, commands.VddkSource(
-                    libdir=self._config.vddk.libdir, server=params.host, port=params.port, user=params.username,
-                    password_file=password_file, thumbprint=sha1_fingerprint(certificate), vm_moref=vm.moref,
-                    file=disk.disk.file_name,
-                ))
-
-            return vddk
-        cookie_file = os.path.join(job.work_dir, "cookie")
-        await self._thd(_thd_write_private, cookie_file, await self._vsphere.session_cookie(params))
-        cainfo = params.ca_file
-        if params.thumbprint and certificate:
-            # curl cannot pin a fingerprint: it trusts the very certificate the pin accepted.
-            cainfo = os.path.join(job.work_dir, "pinned-certificate.pem")
-            await self._thd(_thd_write_private, cainfo, ssl.DER_cert_to_PEM_cert(certificate))
-
-        def https(disk: DiskSource) -> ServerArgv:
-            return partial(commands.nbdkit_curl, commands.CurlSource(
-                url=_url(params, vm, disk.datastore, disk.path),
-                cookie_file=cookie_file,
-                sslverify=not params.insecure,
-                cainfo=cainfo,
-                offset=disk.offset,
-                size=disk.size if disk.format == "raw" else None,
-                timeout=int(self._timeout),
-                max_bytes_per_second=self._config.pipeline.max_bytes_per_second,
-            ))
-
-        return https
 
     async def _undo(self, job: _Job) -> None:
         for description, action in reversed(job.undo):
@@ -302,38 +233,11 @@ def _check_source(vm: VmInfo) -> None:
         names[disk.file_name] = disk.label
 
 
-class V2vMessages:
-    """virt-v2v's --machine-readable messages as the job's progress message; keeps its error."""
-
-    def __init__(self, reporter: ProgressReporter):
-        self._reporter = reporter
-        self.error: Optional[str] = None
-
-    def line(self, stream: str, line: str) -> None:
-        message = virt_v2v_event(line)
-        if message is None or not isinstance(message.get("message"), str):
-            return
-        text = message["message"].strip()
-        if message.get("type") == "error":
-            self.error = " ".join(text.split())
-        else:
-            self._reporter.update(message=f"virt-v2v: {text.splitlines()[0]}")
-
-
 def _upload_message(reporter: ProgressReporter, index: int, count: int) -> Callable[[int, int], None]:
     def progress(done: int, total: int) -> None:
         reporter.update(message=f"uploading disk {index + 1} of {count}: {done} of {total} bytes")
 
     return progress
-
-
-def sha1_fingerprint(der: bytes) -> str:
-    """``AA:BB:...``: the form VDDK takes a certificate thumbprint in."""
-    return ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())
-
-
-def _url(params: VCenterParams, vm: VmInfo, datastore: str, path: str) -> str:
-    return datastore_file_url(params.scheme, params.host, params.port, vm.datacenter, datastore, path)
 
 
 def _result(spec: JobSpec, domain: str, planned: list[PlannedDisk], sources: list[DiskSource], prepared: dict,
@@ -358,13 +262,3 @@ def _result(spec: JobSpec, domain: str, planned: list[PlannedDisk], sources: lis
         "stage_seconds": stage_seconds,
         **prepared,
     }
-
-
-def _thd_make_private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-
-
-def _thd_write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)

@@ -91,7 +91,7 @@ def test_vddk_argv_takes_the_password_from_a_file():
 
 
 def test_sha1_fingerprint_is_vddk_form():
-    from hypersdk.pipeline.migration import sha1_fingerprint
+    from hypersdk.pipeline.readers import sha1_fingerprint
 
     assert sha1_fingerprint(b"abc") == "A9:99:3E:36:47:06:81:6A:BA:3E:25:71:78:50:C2:6C:9C:D0:D8:9D"  # FIPS 180 vector
 
@@ -157,7 +157,7 @@ def test_tools_name_what_is_missing(tmp_path):
 
 
 def test_virt_v2v_messages_become_progress_and_the_error_is_kept():
-    from hypersdk.pipeline.migration import V2vMessages
+    from hypersdk.pipeline.guest import V2vMessages
 
     clock = Clock()
     updates = []
