@@ -69,6 +69,20 @@ def test_list_has_every_vm_with_the_documented_fields(daemon, sim, si):
                                                              source.config.hardware.memoryMB, source.config.uuid)
 
 
+def test_templates_are_marked(daemon, sim, si):
+    name = f"template-{uuid.uuid4().hex[:6]}"
+    vm = create_vm(si, name)
+    vm.MarkAsTemplate()
+    try:
+        listed = {v["name"]: v for v in daemon.get("/vms/list?" + urlencode(creds(sim))).json()["vms"]}
+        assert listed[name]["template"] is True and listed["DC0_H0_VM0"]["template"] is False
+        info = daemon.get("/vms/info?" + urlencode(creds(sim, vm_path=f"DC0/vm/{name}"))).json()
+        assert info["template"] is True
+    finally:
+        vm.MarkAsVirtualMachine(pool=si.RetrieveContent().searchIndex.FindByInventoryPath("DC0/host/DC0_C0/Resources"))
+        destroy_vm(vm)
+
+
 def test_list_by_folder_and_with_a_named_vcenter(daemon, sim, si):
     name = f"folder-vm-{uuid.uuid4().hex[:6]}"
     vm = create_vm(si, name, folder="migrate-me")
