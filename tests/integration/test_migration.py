@@ -373,3 +373,23 @@ def test_virt_v2v_runs_on_the_copied_disks_and_its_failure_is_clear(tmp_path, si
     finally:
         d.close()
         destroy_vm(source.vm)
+
+
+def test_destination_is_checked_before_anything_is_copied(daemon, sim, si, libvirt_host, tmp_path):
+    source = SourceVM(si, sim, tmp_path)
+    missing_pool = daemon.wait_finished(daemon.submit(source.definition(sim, {"storage_pool": "no-such-pool"})))
+    assert missing_pool["status"] == "failed"
+    assert missing_pool["error"].startswith("discovery: ") and "no-such-pool" in missing_pool["error"]
+
+    out = Path(libvirtd.scratch_dir("hypersdk-out-"))
+    taken = source.definition(sim, {"output_dir": str(out), "domain_name": "taken-name"})
+    libvirt_host.defineXML(f"<domain type='qemu'><name>taken-name</name><memory>65536</memory>"
+                           f"<os><type arch='x86_64'>hvm</type></os></domain>")
+    try:
+        job = daemon.wait_finished(daemon.submit(taken))
+        assert job["error"] == "discovery: a domain named taken-name already exists on qemu:///system"
+        assert list(out.iterdir()) == []
+        assert job["history"][-1]["stage"] == "discovery"
+    finally:
+        libvirt_host.lookupByName("taken-name").undefine()
+        destroy_vm(source.vm)
