@@ -383,8 +383,8 @@ def test_destination_is_checked_before_anything_is_copied(daemon, sim, si, libvi
 
     out = Path(libvirtd.scratch_dir("hypersdk-out-"))
     taken = source.definition(sim, {"output_dir": str(out), "domain_name": "taken-name"})
-    libvirt_host.defineXML(f"<domain type='qemu'><name>taken-name</name><memory>65536</memory>"
-                           f"<os><type arch='x86_64'>hvm</type></os></domain>")
+    libvirt_host.defineXML("<domain type='qemu'><name>taken-name</name><memory>65536</memory>"
+                           "<os><type arch='x86_64'>hvm</type></os></domain>")
     try:
         job = daemon.wait_finished(daemon.submit(taken))
         assert job["error"] == "discovery: a domain named taken-name already exists on qemu:///system"

@@ -51,32 +51,30 @@ class VmsAPI:
         return await self._info(request, _body(request))
 
     async def _info(self, request, values: dict) -> bytes:
-        vm_path = _vm_path(values)
-        vm = await self._vsphere.read_vm(await self._params(values), vm_path)
-        return respond(request, info_json(vm))
+        vm_path, params = await self._vm_and_params(values)
+        return respond(request, info_json(await self._vsphere.read_vm(params, vm_path)))
 
     async def shutdown(self, request):
-        values = _body(request)
-        vm_path = _vm_path(values)
-        params = await self._params(values)
+        vm_path, params = await self._vm_and_params(_body(request))
         await self._recorded(request, "guest shutdown", vm_path, params, self._vsphere.shutdown_guest(params, vm_path))
         return respond(request, {"message": "VM shutdown initiated"}, 202)
 
     async def poweroff(self, request):
-        values = _body(request)
-        vm_path = _vm_path(values)
-        params = await self._params(values)
+        vm_path, params = await self._vm_and_params(_body(request))
         await self._recorded(request, "power off", vm_path, params,
                              self._vsphere.power_off(params, vm_path, POWEROFF_TIMEOUT))
         return respond(request, {"message": "VM powered off"})
 
     async def remove_cdrom(self, request):
-        values = _body(request)
-        vm_path = _vm_path(values)
-        params = await self._params(values)
+        vm_path, params = await self._vm_and_params(_body(request))
         count = await self._recorded(request, "CD-ROM removal", vm_path, params,
                                      self._vsphere.remove_cdroms(params, vm_path))
         return respond(request, {"message": "CD-ROM devices removed", "count": count})
+
+    async def _vm_and_params(self, values: dict):
+        """The VM's inventory path and the login parameters of a request."""
+        vm_path = _vm_path(values)
+        return vm_path, await self._params(values)
 
     async def _params(self, values: dict):
         unknown = sorted(set(values) - set(CREDENTIAL_FIELDS))

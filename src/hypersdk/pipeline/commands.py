@@ -91,10 +91,6 @@ def qemu_img_compare(source: str, source_format: str, target: str, target_format
     return ["qemu-img", "compare", "-p", "-f", source_format, "-F", target_format, source, target]
 
 
-def qemu_img_create(target: str, target_format: str, size: int) -> list[str]:
-    return ["qemu-img", "create", "-q", "-f", target_format, target, str(size)]
-
-
 def virt_v2v(source_xml: str, output_dir: str, disk_format: str, name: str) -> list[str]:
     """virt-v2v converting the guest whose disks ``source_xml`` describes into ``output_dir``
     (``<name>-sda``, ``<name>-sdb``, ...), with JSON messages on stdout."""

@@ -15,7 +15,6 @@ import urllib.parse
 from typing import Callable, Optional
 
 from attrs import frozen
-from twisted.internet.threads import deferToThreadPool
 
 from ..errors import Conflict, HyperSDKError, InvalidField
 from ..jobs.definition import DestinationSpec
@@ -51,18 +50,13 @@ def disk_name(domain: str, index: int, disk_format: str) -> str:
 
 
 class Destination:
-    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, thread_pool, reactor, work_dir: str,
-                 undo: Callable):
+    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, in_thread, work_dir: str, undo: Callable):
         self._spec = spec
         self._domain = domain
         self._host = host
-        self._threads = thread_pool
-        self._reactor = reactor
+        self._thd = in_thread  # runs a blocking file-system call off the reactor
         self._work_dir = work_dir
         self._undo = undo  # undo(description, async callable): run on failure
-
-    def _thd(self, fn, *args):
-        return deferToThreadPool(self._reactor, self._threads, fn, *args)
 
     async def check(self, sizes: list[int]) -> None:
         """The domain name is free and there is room for every disk (discovery)."""

@@ -121,8 +121,7 @@ class MigrationPipeline:
         check_network_mapping(vm, spec.options.network_mapping)
         domain = spec.destination.domain_name or safe_domain_name(vm.name)
         host = LibvirtHost(spec.destination.libvirt_uri, self._reactor, self._threads, timeout=self._timeout)
-        destination = Destination(spec.destination, domain, host, self._threads, self._reactor, job.work_dir,
-                                  job.on_failure)
+        destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.on_failure)
         sizes = [disk.capacity_bytes for disk in vm.disks]
         await destination.check(sizes)
         sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]

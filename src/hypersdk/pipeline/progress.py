@@ -8,18 +8,11 @@ from collections import deque
 from typing import Optional
 
 _QEMU_IMG = re.compile(r"^\s*\((\d+(?:\.\d+)?)/100%\)\s*$")
-_NBDCOPY = re.compile(r"^\s*(\d+)/100\s*$")
 
 
 def qemu_img_percent(line: str) -> Optional[float]:
     """``"    (45.12/100%)"`` → 45.12 (qemu-img convert/compare -p); None for other lines."""
     match = _QEMU_IMG.match(line)
-    return float(match.group(1)) if match else None
-
-
-def nbdcopy_percent(line: str) -> Optional[float]:
-    """``"45/100"`` → 45.0 (nbdcopy --progress=FD); None for other lines."""
-    match = _NBDCOPY.match(line)
     return float(match.group(1)) if match else None
 
 

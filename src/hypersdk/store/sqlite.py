@@ -108,10 +108,7 @@ class SQLiteJobStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            db.executemany(
-                "INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)",
-                [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs],
-            )
+            _add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
 
     def claim_next(self, now: float):
         return self._run(self._thd_claim_next, now)
@@ -129,7 +126,7 @@ class SQLiteJobStore:
             if row is None:
                 return None
             job = _job(row)
-            _add_history(db, job.id, now, RUNNING, job.progress.stage, "started")
+            _add_history(db, [(job.id, now, RUNNING, job.progress.stage, "started")])
             return job
 
     def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str] = None):
@@ -142,7 +139,7 @@ class SQLiteJobStore:
                 (_dump_progress(progress), now, job_id, RUNNING),
             ).rowcount
             if changed and note:
-                _add_history(db, job_id, now, RUNNING, progress.stage, note)
+                _add_history(db, [(job_id, now, RUNNING, progress.stage, note)])
             return bool(changed)
 
     def finish(self, job_id, status, now, *, from_statuses, error=None, result=None, progress=None):
@@ -170,7 +167,7 @@ class SQLiteJobStore:
             if row is None:
                 return None
             job = _job(row)
-            _add_history(db, job_id, now, status, job.progress.stage, error or status)
+            _add_history(db, [(job_id, now, status, job.progress.stage, error or status)])
             return job
 
     def cancel_pending(self, job_ids, now: float):
@@ -187,10 +184,7 @@ class SQLiteJobStore:
                 (CANCELLED, now, now, *(job_ids or ())),
             ).fetchall()
             jobs = [_job(row) for row in rows]
-            db.executemany(
-                "INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)",
-                [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs],
-            )
+            _add_history(db, [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs])
         return jobs
 
     def fail_interrupted(self, now: float):
@@ -208,7 +202,7 @@ class SQLiteJobStore:
                     f" WHERE id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
                     (FAILED, error, now, now, row["id"], RUNNING),
                 ).fetchone()
-                _add_history(db, row["id"], now, FAILED, stage, error)
+                _add_history(db, [(row["id"], now, FAILED, stage, error)])
                 failed.append(_job(updated))
             return failed
 
@@ -290,11 +284,9 @@ def _first_duplicate(db: sqlite3.Connection, ids: list[str]) -> Optional[str]:
     return None
 
 
-def _add_history(db, job_id: str, at: float, status: str, stage: str, message: str) -> None:
-    db.execute(
-        "INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)",
-        (job_id, at, status, stage, message),
-    )
+def _add_history(db, rows: list[tuple[str, float, str, str, str]]) -> None:
+    """History lines: (job_id, at, status, stage, message)."""
+    db.executemany("INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def _dump_progress(progress: Progress) -> str:

@@ -9,7 +9,7 @@ from hypersdk.pipeline import commands
 from hypersdk.pipeline.conversion import TransferProgress, transfer_range
 from hypersdk.pipeline.destination import disk_name, is_local_uri
 from hypersdk.pipeline.disks import UnsupportedDisk, resolve_source
-from hypersdk.pipeline.progress import RateMeter, nbdcopy_percent, qemu_img_percent, virt_v2v_event
+from hypersdk.pipeline.progress import RateMeter, qemu_img_percent, virt_v2v_event
 from hypersdk.vsphere.model import DiskInfo
 
 DISK = DiskInfo(key=2000, label="Hard disk 1", capacity_bytes=256 * 2**20, file_name="[LocalDS_0] web/web.vmdk",
@@ -30,7 +30,6 @@ def test_qemu_img_progress_lines():
     assert qemu_img_percent("    (45.12/100%)") == 45.12
     assert qemu_img_percent("    (100.00/100%)") == 100.0
     assert qemu_img_percent("qemu-img: error") is None
-    assert nbdcopy_percent("37/100") == 37.0
     assert virt_v2v_event('{"message": "Opening the source", "type": "message"}')["type"] == "message"
     assert virt_v2v_event("[   1.0] Opening the source") is None
 
