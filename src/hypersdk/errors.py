@@ -49,6 +49,13 @@ class JobNotFound(NotFound):
         self.job_id = job_id
 
 
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
+
+    def __init__(self, schedule_id: str):
+        super().__init__(f"schedule {schedule_id} not found")
+
+
 class VMNotFound(NotFound):
     code = "vm_not_found"
 

@@ -1,6 +1,6 @@
 """In-process event bus.
 
-Jobs (and later schedules) publish each change once; the WebSocket, webhooks and
+Jobs and schedules publish each change once; the WebSocket, webhooks and
 metrics subscribe. A subscriber that raises is logged and never disturbs the
 publisher or the other subscribers.
 """
@@ -18,13 +18,17 @@ JOB_PROGRESS = "job.progress"
 JOB_COMPLETED = "job.completed"
 JOB_FAILED = "job.failed"
 JOB_CANCELLED = "job.cancelled"
+SCHEDULE_TRIGGERED = "schedule.triggered"
+SCHEDULE_COMPLETED = "schedule.completed"
+SCHEDULE_FAILED = "schedule.failed"
+SCHEDULE_EVENTS = {"triggered": SCHEDULE_TRIGGERED, "completed": SCHEDULE_COMPLETED, "failed": SCHEDULE_FAILED}
 
 
 @frozen
 class Event:
     type: str
     timestamp: float
-    subject: Any  # a jobs.model.Job for job events
+    subject: Any  # a jobs.model.Job for job events, a schedules.model.ScheduleEvent for schedule events
 
 
 class EventBus:

@@ -1,8 +1,9 @@
 """HyperSDKService: wiring only, with a fixed start and stop order.
 
 Start: store thread → schema → worker pools → restart recovery and queue →
-HTTP listener. Stop (SIGTERM): stop listening → interrupt running jobs and
-wait for their clean-up → worker pools → close the store → join its thread.
+schedules (catch-up runs) → HTTP listener. Stop (SIGTERM): stop listening →
+stop the schedule timer → interrupt running jobs and wait for their clean-up →
+worker pools → close the store → join its thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.python.components import Componentized
 class HyperSDKService(MultiService):
     log = Logger()
 
-    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, log_observer=None, workers=(),
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, log_observer=None, workers=(),
                  notices=()):
         super().__init__()
         self._reactor = reactor
@@ -27,6 +28,7 @@ class HyperSDKService(MultiService):
         self._store = store
         self._store_runner = store_runner
         self._manager = manager
+        self._scheduler = scheduler
         self._log_observer = log_observer
         self._workers = workers  # thread pools etc. with start() and stop()
         self._notices = notices  # configuration this version accepts but ignores
@@ -53,6 +55,8 @@ class HyperSDKService(MultiService):
         for worker in self._workers:
             worker.start()
         await self._manager.start()
+        if self._scheduler is not None:
+            await self._scheduler.start()
         self._port = await self._endpoint.listen(self._site)
         address = self._port.getHost()
         self.log.info("hypersdk listening on {host}:{port}", host=getattr(address, "host", ""), port=getattr(address, "port", ""))
@@ -72,6 +76,8 @@ class HyperSDKService(MultiService):
         self.log.info("hypersdk stopping")
         if self._port is not None:
             await self._port.stopListening()
+        if self._scheduler is not None:
+            self._scheduler.stop()
         await self._manager.stop()
         for worker in reversed(self._workers):
             worker.stop()

@@ -7,6 +7,7 @@ import os
 from twisted.internet.endpoints import serverFromString
 
 from .api.jobs import JobsAPI
+from .api.schedules import SchedulesAPI
 from .api.site import APISite, build_resource
 from .api.status import StatusAPI
 from .api.vms import VmsAPI
@@ -16,8 +17,10 @@ from .jobs.definition import SubmitContext
 from .jobs.manager import JobManager
 from .logs import build_observer
 from .pipeline import build_pipeline
+from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
 from .store.runner import ThreadRunner
+from .store.schedules import SQLiteScheduleStore
 from .store.sqlite import SQLiteJobStore
 from .vsphere.client import VSphere
 
@@ -31,9 +34,11 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
     context = SubmitContext(vcenter_names=frozenset(config.vcenters), method_problem=pipeline.method_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context)
+    scheduler = Scheduler(SQLiteScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
     root = build_resource(
         StatusAPI(manager, store, reactor, started_at=reactor.seconds()),
         JobsAPI(manager),
+        SchedulesAPI(scheduler, context, reactor),
         VmsAPI(vsphere, frozenset(config.vcenters)),
     )
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
@@ -45,8 +50,19 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         store=store,
         store_runner=store_runner,
         manager=manager,
+        scheduler=scheduler,
         log_observer=build_observer(config.log),
         workers=(vsphere, pipeline),
         notices=unsupported_settings(config),
     )
     return service
+
+
+def vm_finder(vsphere: VSphere):
+    """The VM paths in an inventory folder, for schedules whose vm_path is a glob (templates left out)."""
+
+    async def find(source, folder: str) -> list[str]:
+        params = await vsphere.params_for(source)
+        return [vm.path for vm in await vsphere.list_vms(params, None, folder) if not vm.template]
+
+    return find

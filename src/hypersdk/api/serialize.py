@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..jobs.model import HistoryEntry, Job, Progress
+from ..schedules.model import Schedule, ScheduleRun
 from ..timefmt import rfc3339
 
 
@@ -40,3 +41,37 @@ def job_json(job: Job, history: Optional[list[HistoryEntry]] = None) -> dict[str
             {"at": rfc3339(h.at), "status": h.status, "stage": h.stage, "message": h.message} for h in history
         ]
     return body
+
+
+def schedule_json(s: Schedule) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "schedule": s.cron,
+        "timezone": s.timezone,
+        "enabled": s.enabled,
+        "missed_runs": s.missed_runs,
+        "job_template": s.job_template,
+        "created_at": rfc3339(s.created_at),
+        "updated_at": rfc3339(s.updated_at),
+        "last_run": rfc3339(s.last_run),
+        "next_run": rfc3339(s.next_run),
+        "run_count": s.run_count,
+        "last_job_ids": list(s.last_job_ids),
+        "successful_runs": s.succeeded_runs,
+        "failed_runs": s.failed_runs,
+        "skipped_runs": s.skipped_runs,
+    }
+
+
+def schedule_run_json(run: ScheduleRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "outcome": run.outcome,
+        "started_at": rfc3339(run.started_at),
+        "finished_at": rfc3339(run.finished_at),
+        "job_ids": list(run.job_ids),
+        "reason": run.reason,
+    }

@@ -86,7 +86,7 @@ class SubmitContext:
     method_problem: Callable[[str], Optional[str]] = lambda method: None
 
 
-class _Obj:
+class FieldReader:
     """Reads one JSON object field by field and rejects what is left over."""
 
     def __init__(self, data: Any, path: str):
@@ -124,13 +124,13 @@ class _Obj:
             raise InvalidField(self._name(key), f"must be one of {', '.join(choices)}")
         return value
 
-    def child(self, key: str, required: bool = False) -> "_Obj":
+    def child(self, key: str, required: bool = False) -> "FieldReader":
         self.seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
                 raise InvalidField(self._name(key), "is required")
-            return _Obj({}, self._name(key))
-        return _Obj(self.data[key], self._name(key))
+            return FieldReader({}, self._name(key))
+        return FieldReader(self.data[key], self._name(key))
 
     def done(self) -> None:
         for key in self.data:
@@ -142,7 +142,7 @@ _KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", in
 
 
 def parse_definition(data: Any, context: SubmitContext = SubmitContext()) -> JobSpec:
-    top = _Obj(data, "")
+    top = FieldReader(data, "")
     spec = JobSpec(
         id=top.text("id", pattern=USER_ID, hint="must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
         name=top.text("name"),
@@ -156,7 +156,7 @@ def parse_definition(data: Any, context: SubmitContext = SubmitContext()) -> Job
     return spec
 
 
-def _vm_path(top: _Obj) -> str:
+def _vm_path(top: FieldReader) -> str:
     path = top.text("vm_path", required=True)
     parts = path.split("/")
     if len(parts) < 3 or any(not p.strip() for p in parts):
@@ -166,10 +166,10 @@ def _vm_path(top: _Obj) -> str:
 
 def parse_source(data: Any, context: SubmitContext = SubmitContext(), path: str = "source") -> SourceSpec:
     """A vCenter and how to log in to it: a job's ``source``, or the credentials of a /vms request."""
-    return _source(_Obj(data, path), context)
+    return _source(FieldReader(data, path), context)
 
 
-def _source(o: _Obj, context: SubmitContext) -> SourceSpec:
+def _source(o: FieldReader, context: SubmitContext) -> SourceSpec:
     o.choice("type", ("vsphere",), required=True)
     vcenter = o.text("vcenter")
     if vcenter is not None and vcenter not in context.vcenter_names:
@@ -196,7 +196,7 @@ def _source(o: _Obj, context: SubmitContext) -> SourceSpec:
     return spec
 
 
-def _destination(o: _Obj) -> DestinationSpec:
+def _destination(o: FieldReader) -> DestinationSpec:
     o.choice("type", ("kvm",), required=True)
     pool = o.text("storage_pool")
     output_dir = o.text("output_dir")
@@ -218,7 +218,7 @@ def _destination(o: _Obj) -> DestinationSpec:
     return spec
 
 
-def _options(o: _Obj, context: SubmitContext) -> OptionsSpec:
+def _options(o: FieldReader, context: SubmitContext) -> OptionsSpec:
     method = o.choice("conversion_method", CONVERSION_METHODS, default="https")
     problem = context.method_problem(method)
     if problem:

@@ -75,6 +75,11 @@ class SQLiteJobStore:
             self._conn.close()
             self._conn = None
 
+    def run_with_db(self, fn: Callable[..., Any], *args):
+        """``fn(connection, secret_box, *args)`` on the store's thread: for the
+        repositories that share this database (schedules)."""
+        return self._run(lambda: fn(self._db, self._box, *args))
+
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -99,7 +104,7 @@ class SQLiteJobStore:
             )
             for job in jobs
         ]
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             duplicate = _first_duplicate(db, [job.id for job in jobs])
             if duplicate is not None:
                 raise Conflict(f"a job with id {duplicate} already exists")
@@ -114,7 +119,7 @@ class SQLiteJobStore:
         return self._run(self._thd_claim_next, now)
 
     def _thd_claim_next(self, now: float) -> Optional[Job]:
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             row = db.execute(
                 # Without statistics the planner sorts every pending job on each claim;
                 # the partial index is the oldest-first list already.
@@ -133,7 +138,7 @@ class SQLiteJobStore:
         return self._run(self._thd_save_progress, job_id, progress, now, note)
 
     def _thd_save_progress(self, job_id, progress, now, note) -> bool:
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             changed = db.execute(
                 "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = ?",
                 (_dump_progress(progress), now, job_id, RUNNING),
@@ -148,7 +153,7 @@ class SQLiteJobStore:
     def _thd_finish(self, job_id, status, now, from_statuses, error, result, progress) -> Optional[Job]:
         marks = ",".join("?" * len(from_statuses))
         completed_at = now if status in (COMPLETED, FAILED, CANCELLED) else None
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             row = db.execute(
                 f"UPDATE jobs SET status = ?, error = ?, result = ?, completed_at = ?, updated_at = ?,"
                 f" progress = COALESCE(?, progress)"
@@ -177,7 +182,7 @@ class SQLiteJobStore:
         if job_ids == []:
             return []
         match = "" if job_ids is None else f" AND id IN ({','.join('?' * len(job_ids))})"
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             rows = db.execute(
                 f"UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?"
                 f" WHERE status = '{PENDING}'{match} RETURNING {_JOB_COLUMNS}",
@@ -191,7 +196,7 @@ class SQLiteJobStore:
         return self._run(self._thd_fail_interrupted, now)
 
     def _thd_fail_interrupted(self, now: float) -> list[Job]:
-        with _transaction(self._db) as db:
+        with transaction(self._db) as db:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
             failed = []
             for row in rows:
@@ -260,7 +265,7 @@ class SQLiteJobStore:
         return counts
 
 
-class _transaction:
+class transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
 
     def __init__(self, conn: sqlite3.Connection):

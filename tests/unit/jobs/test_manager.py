@@ -21,7 +21,7 @@ class Harness:
         self.pipeline = ScriptedPipeline(self.clock, cleanup_seconds)
         self.bus = EventBus()
         self.events = []
-        self.bus.subscribe(lambda e: self.events.append((e.type, e.subject.id, e.subject.status)))
+        self.bus.subscribe(lambda e: e.type.startswith("job.") and self.events.append((e.type, e.subject.id, e.subject.status)))
         self.manager = JobManager(self.store, self.pipeline, self.clock, self.bus, workers)
 
     def start(self, open_store=True):
