@@ -72,6 +72,15 @@ class WebhookConfig:
 
 
 @frozen
+class WebhookSettings:
+    """How deliveries are made: ``webhooks`` given as a mapping (``endpoints:`` holds the list)."""
+
+    deny_private_networks: bool = False  # refuse receivers on private, loopback and link-local addresses
+    queue_size: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 1_000_000, "must be 1..1000000"))
+    keep_deliveries: int = field(default=50, metadata=_check(lambda n: 1 <= n <= 10_000, "must be 1..10000"))
+
+
+@frozen
 class VCenterConfig:
     url: str
     username: str
@@ -105,6 +114,7 @@ class Config:
     limits: LimitsConfig = field(factory=LimitsConfig)
     metrics: MetricsConfig = field(factory=MetricsConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    webhook_settings: WebhookSettings = field(factory=WebhookSettings, metadata={"not_a_key": True})
     vcenters: dict[str, VCenterConfig] = field(factory=dict)
     vddk: VddkConfig = field(factory=VddkConfig)
     pipeline: PipelineConfig = field(factory=PipelineConfig)
@@ -135,11 +145,28 @@ def load_config(path: str) -> Config:
 
 
 def parse_config(data: Any) -> Config:
-    """Validate an already-parsed mapping (raises _Invalid naming the key)."""
+    """Validate an already-parsed mapping (raises _Invalid naming the key).
+
+    ``webhooks`` is the API document's list, or a mapping of delivery settings
+    whose ``endpoints`` key holds that list.
+    """
+    if isinstance(data, dict) and isinstance(data.get("webhooks"), dict):
+        settings = dict(data["webhooks"])
+        endpoints = settings.pop("endpoints", [])
+        config = _build(Config, {**data, "webhooks": endpoints}, "")
+        return attrs.evolve(config, webhook_settings=_build(WebhookSettings, settings, "webhooks."))
     return _build(Config, data, "")
 
 
 def _check_references(config: Config) -> None:
+    from .webhooks.rules import WebhookProblem, check_events, check_url  # pure; imports nothing of this module
+
+    for i, hook in enumerate(config.webhooks):
+        for name, check, value in (("url", check_url, hook.url), ("events", check_events, hook.events)):
+            try:
+                check(value)
+            except WebhookProblem as e:
+                raise _Invalid(f"webhooks[{i}].{name}", str(e)) from None
     for name, vc in config.vcenters.items():
         if (vc.password is None) == (vc.password_file is None):
             raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")
@@ -155,12 +182,12 @@ def _build(cls, data: Any, prefix: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in attrs.fields(cls)}
     for key in data:
-        if not isinstance(key, str) or key not in fields:
+        if not isinstance(key, str) or key not in fields or fields[key].metadata.get("not_a_key"):
             raise _Invalid(f"{prefix}{key}", "unknown key")
     values = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
-        if name not in data:
+        if name not in data or f.metadata.get("not_a_key"):
             if f.default is attrs.NOTHING:
                 raise _Invalid(key, "is required")
             continue
@@ -221,8 +248,6 @@ def unsupported_settings(config: Config) -> list[str]:
     notes = []
     if config.metrics.enabled:
         notes.append("metrics.enabled: this version does not serve /metrics yet")
-    if config.webhooks:
-        notes.append(f"webhooks: {len(config.webhooks)} configured, but this version does not deliver webhooks yet")
     return notes
 
 

@@ -1,9 +1,10 @@
 """HyperSDKService: wiring only, with a fixed start and stop order.
 
-Start: store thread → schema → worker pools → restart recovery and queue →
-schedules (catch-up runs) → HTTP listener. Stop (SIGTERM): stop listening →
-stop the schedule timer → interrupt running jobs and wait for their clean-up →
-worker pools → close the store → join its thread.
+Start: store thread → schema → worker pools → webhook senders → restart
+recovery and queue → schedules (catch-up runs) → HTTP listener. Stop (SIGTERM):
+stop listening → stop the schedule timer → interrupt running jobs and wait for
+their clean-up → webhook senders (pending deliveries stay stored) → worker
+pools → close the store → join its thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from twisted.python.components import Componentized
 class HyperSDKService(MultiService):
     log = Logger()
 
-    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, log_observer=None, workers=(),
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, webhooks=None, log_observer=None, workers=(),
                  notices=()):
         super().__init__()
         self._reactor = reactor
@@ -29,6 +30,7 @@ class HyperSDKService(MultiService):
         self._store_runner = store_runner
         self._manager = manager
         self._scheduler = scheduler
+        self._webhooks = webhooks
         self._log_observer = log_observer
         self._workers = workers  # thread pools etc. with start() and stop()
         self._notices = notices  # configuration this version accepts but ignores
@@ -54,6 +56,8 @@ class HyperSDKService(MultiService):
         await self._store.open()
         for worker in self._workers:
             worker.start()
+        if self._webhooks is not None:  # before any job or schedule event is published
+            await self._webhooks.start()
         await self._manager.start()
         if self._scheduler is not None:
             await self._scheduler.start()
@@ -79,6 +83,8 @@ class HyperSDKService(MultiService):
         if self._scheduler is not None:
             self._scheduler.stop()
         await self._manager.stop()
+        if self._webhooks is not None:  # after the last job events: they are stored, sent after restart
+            self._webhooks.stop()
         for worker in reversed(self._workers):
             worker.stop()
         try:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
+from treq.client import HTTPClient
 from twisted.internet.endpoints import serverFromString
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from . import __version__
 
 from .api.jobs import JobsAPI
 from .api.schedules import SchedulesAPI
 from .api.site import APISite, build_resource
 from .api.status import StatusAPI
 from .api.vms import VmsAPI
+from .api.webhooks import WebhooksAPI
 from .config import Config, unsupported_settings
 from .events import EventBus
 from .jobs.definition import SubmitContext
@@ -21,8 +27,11 @@ from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
 from .store.runner import ThreadRunner
 from .store.schedules import SQLiteScheduleStore
+from .store.webhooks import SQLiteWebhookStore
 from .store.sqlite import SQLiteJobStore
 from .vsphere.client import VSphere
+from .webhooks.delivery import WebhookService, resolver
+from .webhooks.model import CONFIG, Webhook
 
 
 def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDKService:
@@ -34,11 +43,18 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
     context = SubmitContext(vcenter_names=frozenset(config.vcenters), method_problem=pipeline.method_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context)
+    webhooks = WebhookService(
+        SQLiteWebhookStore(store, keep=config.webhook_settings.keep_deliveries), webhook_client(reactor), reactor, bus,
+        config_hooks=config_webhooks(config), resolve=resolver(reactor),
+        deny_private_networks=config.webhook_settings.deny_private_networks,
+        queue_size=config.webhook_settings.queue_size, version=__version__,
+    )
     scheduler = Scheduler(SQLiteScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
     root = build_resource(
         StatusAPI(manager, store, reactor, started_at=reactor.seconds()),
         JobsAPI(manager),
         SchedulesAPI(scheduler, context, reactor),
+        WebhooksAPI(webhooks, reactor),
         VmsAPI(vsphere, frozenset(config.vcenters)),
     )
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
@@ -51,6 +67,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         store_runner=store_runner,
         manager=manager,
         scheduler=scheduler,
+        webhooks=webhooks,
         log_observer=build_observer(config.log),
         workers=(vsphere, pipeline),
         notices=unsupported_settings(config),
@@ -66,3 +83,21 @@ def vm_finder(vsphere: VSphere):
         return [vm.path for vm in await vsphere.list_vms(params, None, folder) if not vm.template]
 
     return find
+
+
+def webhook_client(reactor) -> HTTPClient:
+    """treq with a connection pool of its own (not treq's global one)."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 2
+    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=30))
+
+
+def config_webhooks(config: Config) -> list[Webhook]:
+    """The config file's webhooks; each key follows its position and URL, so pending
+    deliveries find their webhook again after a restart with the same file."""
+    return [
+        Webhook(key=f"config-{i}-{hashlib.sha256(w.url.encode()).hexdigest()[:12]}", origin=CONFIG, url=w.url,
+                events=w.events, enabled=w.enabled, timeout=w.timeout, retry_count=w.retry_count,
+                headers=dict(w.headers), secret=w.secret)
+        for i, w in enumerate(config.webhooks)
+    ]

@@ -89,10 +89,49 @@ def test_settings_not_acted_on_yet_are_named():
 
     assert unsupported_settings(Config()) == []
     config = parse_config({"metrics": {"enabled": True}, "webhooks": [{"url": "http://h/x"}]})
-    assert unsupported_settings(config) == [
-        "metrics.enabled: this version does not serve /metrics yet",
-        "webhooks: 1 configured, but this version does not deliver webhooks yet",
-    ]
+    assert unsupported_settings(config) == ["metrics.enabled: this version does not serve /metrics yet"]
+
+
+def test_webhooks_as_the_seed_list_or_as_a_mapping_with_delivery_settings():
+    from hypersdk.config import parse_config
+
+    seed = parse_config({"webhooks": [{"url": "https://hooks.example.com/notify", "events": ["job.completed"],
+                                       "timeout": "30s", "retry": 5, "headers": {"Authorization": "Bearer x"}}]})
+    assert (seed.webhooks[0].timeout, seed.webhooks[0].retry_count) == (30.0, 5)
+    assert seed.webhook_settings.deny_private_networks is False
+    mapping = parse_config({"webhooks": {"deny_private_networks": True, "queue_size": 10,
+                                         "endpoints": [{"url": "http://h/x"}]}})
+    assert mapping.webhooks[0].url == "http://h/x"
+    assert (mapping.webhook_settings.deny_private_networks, mapping.webhook_settings.queue_size) == (True, 10)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"webhooks": {"deny_private": True}}, "webhooks.deny_private: unknown key"),
+    ({"webhooks": {"queue_size": 0}}, "webhooks.queue_size: must be 1..1000000"),
+    ({"webhook_settings": {}}, "webhook_settings: unknown key"),
+])
+def test_webhook_settings_errors_name_the_key(data, message):
+    from hypersdk.config import _Invalid, parse_config
+
+    with pytest.raises(_Invalid, match=message):
+        parse_config(data)
+
+
+@pytest.mark.parametrize("hook, message", [
+    ({"url": "http://user:pw@h/x"}, r"webhooks\[0\]\.url: must not carry credentials"),
+    ({"url": "http:///x"}, r"webhooks\[0\]\.url: has no host"),
+    ({"url": "http://h/x", "events": ["job.done"]}, r"webhooks\[0\]\.events: unknown event 'job.done'"),
+])
+def test_config_webhooks_are_checked_at_start(tmp_path, hook, message):
+    import yaml
+
+    from hypersdk.config import load_config
+    from hypersdk.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"webhooks": [hook]}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
 
 
 def test_webhook_aliases_and_duration_strings(tmp_path):

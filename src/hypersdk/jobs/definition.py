@@ -138,7 +138,7 @@ class FieldReader:
                 raise InvalidField(self._name(key), "unknown field")
 
 
-_KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer"}
+_KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer", list: "a list"}
 
 
 def parse_definition(data: Any, context: SubmitContext = SubmitContext()) -> JobSpec:

@@ -1,0 +1,1 @@
+"""Webhooks: pure rules (validation, payload, signature, backoff) and the delivery service."""
