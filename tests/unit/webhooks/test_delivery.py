@@ -258,3 +258,16 @@ def test_config_webhooks_cannot_be_deleted_through_the_api():
 
     with pytest.raises(Conflict, match="configuration file"):
         result_of(World().service.delete(0))
+
+
+def test_schedule_events_carry_the_run():
+    from hypersdk.schedules.model import ScheduleEvent
+
+    w = World()
+    w.bus.publish(Event(events.SCHEDULE_FAILED, w.clock.seconds(),
+                        ScheduleEvent("nightly", "failed", ("j1", "j2"), 7, "1 of 2 job(s) did not complete: j2")))
+    w.pump()
+    assert w.receiver.received[0]["body"]["event"] == "schedule.failed"
+    assert w.receiver.received[0]["body"]["data"] == {
+        "schedule_id": "nightly", "event": "failed", "job_ids": ["j1", "j2"], "run_id": 7,
+        "reason": "1 of 2 job(s) did not complete: j2"}
