@@ -20,13 +20,15 @@ V2V_PACKAGES := virt-v2v libguestfs-tools
 run: packages $(BIN)/.installed
 	$(BIN)/twistd --pidfile= -n hypersdk --config $(CONFIG)
 
-test: packages test-packages $(BIN)/.installed
+JS_MODULES := tests/js/node_modules/.installed
+
+test: packages test-packages $(BIN)/.installed $(JS_MODULES)
 	$(BIN)/python -m pytest -q tests
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: packages test-packages $(BIN)/.installed
+integration: packages test-packages $(BIN)/.installed $(JS_MODULES)
 	$(BIN)/python -m pytest -q tests/integration
 
 packages:
@@ -36,10 +38,16 @@ test-packages:
 	@scripts/ensure-debian-packages $(TEST_PACKAGES)
 	@scripts/ensure-debian-packages --with-recommends $(V2V_PACKAGES)
 
+# The API document's JavaScript example runs with axios and ws from npm (Node from Debian if absent).
+$(JS_MODULES): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || scripts/ensure-debian-packages nodejs npm
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(BIN)/.installed: requirements.txt | packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build var
+	rm -rf $(VENV) build var tests/js/node_modules

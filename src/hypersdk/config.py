@@ -54,6 +54,9 @@ class MetricsConfig:
 @frozen
 class LimitsConfig:
     max_body_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    websocket_clients: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 100_000, "must be 1..100000"))
+    # unsent messages a WebSocket client may hold before it is dropped as too slow
+    websocket_send_buffer_bytes: int = field(default=1024 * 1024, metadata=_check(lambda n: n >= 4096, "must be >= 4096"))
 
 
 @frozen
@@ -241,14 +244,6 @@ def _convert(hint, value, key: str, metadata):
             raise _Invalid(key, "must be a string")
         return value
     raise AssertionError(f"unsupported config type {hint!r}")  # a bug in this module
-
-
-def unsupported_settings(config: Config) -> list[str]:
-    """Settings this version accepts (the API document defines them) but does not act on yet."""
-    notes = []
-    if config.metrics.enabled:
-        notes.append("metrics.enabled: this version does not serve /metrics yet")
-    return notes
 
 
 def read_vcenter_password(vc: VCenterConfig) -> str:

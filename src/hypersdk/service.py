@@ -21,7 +21,7 @@ class HyperSDKService(MultiService):
     log = Logger()
 
     def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, webhooks=None, log_observer=None, workers=(),
-                 notices=()):
+                 feed=None, metrics_listener=None):
         super().__init__()
         self._reactor = reactor
         self._endpoint = endpoint
@@ -33,7 +33,9 @@ class HyperSDKService(MultiService):
         self._webhooks = webhooks
         self._log_observer = log_observer
         self._workers = workers  # thread pools etc. with start() and stop()
-        self._notices = notices  # configuration this version accepts but ignores
+        self._feed = feed  # the WebSocket feed: started and stopped here (twisted.web does not)
+        self._metrics_listener = metrics_listener  # (endpoint, site) when metrics have a port of their own
+        self._metrics_port = None
         self._port = None
         self.ready: Deferred = Deferred()
 
@@ -50,8 +52,6 @@ class HyperSDKService(MultiService):
         Deferred.fromCoroutine(self._start()).addCallbacks(self.ready.callback, self._start_failed)
 
     async def _start(self):
-        for notice in self._notices:
-            self.log.warn("configuration: {notice}", notice=notice)
         self._store_runner.start()
         await self._store.open()
         for worker in self._workers:
@@ -61,6 +61,14 @@ class HyperSDKService(MultiService):
         await self._manager.start()
         if self._scheduler is not None:
             await self._scheduler.start()
+        if self._feed is not None:
+            self._feed.start()
+        if self._metrics_listener is not None:
+            endpoint, site = self._metrics_listener
+            self._metrics_port = await endpoint.listen(site)
+            metrics_address = self._metrics_port.getHost()
+            self.log.info("metrics on {host}:{port}/metrics", host=getattr(metrics_address, "host", ""),
+                          port=getattr(metrics_address, "port", ""))
         self._port = await self._endpoint.listen(self._site)
         address = self._port.getHost()
         self.log.info("hypersdk listening on {host}:{port}", host=getattr(address, "host", ""), port=getattr(address, "port", ""))
@@ -80,6 +88,10 @@ class HyperSDKService(MultiService):
         self.log.info("hypersdk stopping")
         if self._port is not None:
             await self._port.stopListening()
+        if self._metrics_port is not None:
+            await self._metrics_port.stopListening()
+        if self._feed is not None:
+            self._feed.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         await self._manager.stop()

@@ -5,23 +5,30 @@ from __future__ import annotations
 import hashlib
 import os
 
+import re
+
+from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
 
 from . import __version__
-
 from .api.jobs import JobsAPI
+from .api.metrics import MetricsArea, MetricsOnlyResource
 from .api.schedules import SchedulesAPI
-from .api.site import APISite, build_resource
+from .api.site import APISite, build_resource, route_templates
 from .api.status import StatusAPI
 from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
-from .config import Config, unsupported_settings
+from .api.ws import LiveArea, LiveFeed
+from .config import Config
 from .events import EventBus
 from .jobs.definition import SubmitContext
 from .jobs.manager import JobManager
 from .logs import build_observer
+from .metrics.registry import Metrics
 from .pipeline import build_pipeline
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
@@ -50,15 +57,30 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         queue_size=config.webhook_settings.queue_size, version=__version__,
     )
     scheduler = Scheduler(SQLiteScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
-    root = build_resource(
-        StatusAPI(manager, store, reactor, started_at=reactor.seconds()),
-        JobsAPI(manager),
-        SchedulesAPI(scheduler, context, reactor),
-        WebhooksAPI(webhooks, reactor),
-        VmsAPI(vsphere, frozenset(config.vcenters)),
-    )
+    status = StatusAPI(manager, store, reactor, started_at=reactor.seconds())
+    feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
+                    max_clients=config.limits.websocket_clients,
+                    held_bytes_limit=config.limits.websocket_send_buffer_bytes)
+    metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
+    metrics_port = separate_metrics_port(config, listen)
+    areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
+             VmsAPI(vsphere, frozenset(config.vcenters)), LiveArea(feed)]
+    if metrics is not None and metrics_port is None:
+        areas.append(MetricsArea(metrics.registry))
+    root = build_resource(status, *areas)
+    metrics_listener = None
+    on_request = None
+    if metrics is not None:
+        bus.subscribe(metrics.on_event)
+        metrics.watch(job_counts=manager.counts, workers_active=lambda: manager.status()["active_workers"],
+                      websocket_clients=lambda: len(feed.clients), webhook_counts=webhooks.counts,
+                      schedule_stats=scheduler.stats)
+        on_request = request_observer(metrics, route_templates(root))
+        if metrics_port is not None:
+            endpoint = serverFromString(reactor, f"tcp:{metrics_port}:interface={listen_interface(listen)}")
+            metrics_listener = (endpoint, Site(MetricsOnlyResource(metrics.registry)))
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
-                   access_log=config.log.level in ("debug", "info"))
+                   access_log=config.log.level in ("debug", "info"), on_request=on_request)
     service = HyperSDKService(
         reactor=reactor,
         endpoint=serverFromString(reactor, listen),
@@ -70,7 +92,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         webhooks=webhooks,
         log_observer=build_observer(config.log),
         workers=(vsphere, pipeline),
-        notices=unsupported_settings(config),
+        feed=feed,
+        metrics_listener=metrics_listener,
     )
     return service
 
@@ -101,3 +124,41 @@ def config_webhooks(config: Config) -> list[Webhook]:
                 headers=dict(w.headers), secret=w.secret)
         for i, w in enumerate(config.webhooks)
     ]
+
+
+def newest_jobs(manager: JobManager):
+    """The jobs message a WebSocket client gets on connect: the 100 newest."""
+
+    def read() -> Deferred:
+        async def newest():
+            jobs, _ = await manager.query(None, None, 100, 0)
+            return jobs
+
+        return Deferred.fromCoroutine(newest())
+
+    return read
+
+
+def request_observer(metrics: Metrics, template):
+    def observe(request, seconds: float) -> None:
+        method = request.method.decode("ascii", "replace")
+        metrics.observe_request(method, template(method, request.path.decode("utf-8", "replace")), request.code,
+                                seconds)
+
+    return observe
+
+
+def listen_port(listen: str):
+    match = re.match(r"^(?:tcp|ssl):(?:port=)?(\d+)", listen)
+    return int(match.group(1)) if match else None
+
+
+def listen_interface(listen: str) -> str:
+    match = re.search(r"interface=([^:]+)", listen)
+    return match.group(1) if match else "127.0.0.1"
+
+
+def separate_metrics_port(config: Config, listen: str):
+    """metrics.port when it differs from the API's port, else None (served on the API port)."""
+    port = config.metrics.port
+    return None if port is None or port == listen_port(listen) else port

@@ -84,14 +84,6 @@ def test_bad_values_name_the_key(tmp_path, text, expected):
     assert error_of(tmp_path, text) == expected
 
 
-def test_settings_not_acted_on_yet_are_named():
-    from hypersdk.config import parse_config, unsupported_settings
-
-    assert unsupported_settings(Config()) == []
-    config = parse_config({"metrics": {"enabled": True}, "webhooks": [{"url": "http://h/x"}]})
-    assert unsupported_settings(config) == ["metrics.enabled: this version does not serve /metrics yet"]
-
-
 def test_webhooks_as_the_seed_list_or_as_a_mapping_with_delivery_settings():
     from hypersdk.config import parse_config
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
+from werkzeug.exceptions import HTTPException
 
 from ..errors import PayloadTooLarge
 from .http import error_response, respond
@@ -58,11 +60,12 @@ class APISite(server.Site):
     requestFactory = APIRequest
     noisy = False
 
-    def __init__(self, resource, reactor, max_body_bytes: int, access_log: bool = True):
+    def __init__(self, resource, reactor, max_body_bytes: int, access_log: bool = True, on_request=None):
         super().__init__(resource, reactor=reactor)
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False
         self._access_log = access_log  # off when the log level filters info lines out anyway
+        self._on_request = on_request  # (request, seconds): metrics
         self._id_prefix = os.urandom(4).hex()
         self._id_counter = itertools.count(1)
 
@@ -71,12 +74,15 @@ class APISite(server.Site):
         return f"{self._id_prefix}{next(self._id_counter):08x}"
 
     def log(self, request):
+        started = getattr(request, "started", None)
+        seconds = None if started is None else self.reactor.seconds() - started
+        if self._on_request is not None and seconds is not None:
+            self._on_request(request, seconds)
         if not self._access_log:
             return
         # Our own line instead of the combined log format: never the query
         # string (it may carry a password), always the request id.
-        started = getattr(request, "started", None)
-        duration_ms = None if started is None else round((self.reactor.seconds() - started) * 1000, 2)
+        duration_ms = None if seconds is None else round(seconds * 1000, 2)
         access_log.info(
             "{client} {method} {path} {status} {duration_ms}ms {request_id}",
             client=getattr(request.getClientAddress(), "host", "-"),
@@ -97,6 +103,7 @@ class FastRoutes(resource.Resource):
 
     def __init__(self, app: Klein, routes: dict):
         super().__init__()
+        self.app = app
         self._app = app.resource()
         self._routes = {path.encode(): handler for path, handler in routes.items()}
 
@@ -122,3 +129,26 @@ def build_app(*areas) -> Klein:
 def build_resource(status, *areas) -> resource.Resource:
     """The API's root resource: every area's routes, with GET /status on the fast path."""
     return FastRoutes(build_app(status, *areas), {"/status": status.status})
+
+
+# Route variables as the API document names them: /jobs/{id}, /webhooks/{index}
+_VARIABLE_NAMES = {"job_id": "id", "schedule_id": "id"}
+_VARIABLE = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+
+
+def route_templates(root: "FastRoutes"):
+    """(method, path) -> the route's template (``/jobs/{id}``), or "unmatched": bounded metric labels."""
+    adapter = root.app.url_map.bind("localhost")
+    known: dict[str, str] = {}
+
+    def template(method: str, path: str) -> str:
+        try:
+            rule, _ = adapter.match(path, method, return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        if rule.rule not in known:
+            known[rule.rule] = _VARIABLE.sub(lambda m: "{" + _VARIABLE_NAMES.get(m.group(1), m.group(1)) + "}",
+                                             rule.rule)
+        return known[rule.rule]
+
+    return template

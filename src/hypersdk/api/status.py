@@ -37,6 +37,10 @@ class StatusAPI:
         return respond(request, {"status": "ok", "version": __version__, "uptime_seconds": self._uptime()})
 
     def status(self, request):
+        return respond(request, self.status_body())
+
+    def status_body(self) -> dict:
+        """The /status fields (the WebSocket's ``status`` message carries them too)."""
         body = self._manager.status()
         body.update(version=__version__, uptime_seconds=self._uptime(), timestamp=rfc3339(self._clock.seconds()))
-        return respond(request, body)
+        return body

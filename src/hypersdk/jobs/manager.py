@@ -100,6 +100,10 @@ class JobManager:
             "cancelled_jobs": c[CANCELLED],
         }
 
+    def counts(self) -> dict[str, int]:
+        """Jobs per status, every status present."""
+        return dict(self._counts)
+
     async def get(self, job_id: str) -> Optional[Job]:
         run = self._running.get(job_id)  # fresher than the stored, throttled progress
         return run.job if run else await self._store.get(job_id)

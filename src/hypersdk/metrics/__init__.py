@@ -1,0 +1,1 @@
+"""Prometheus metrics over a registry the service owns (never the global one)."""
