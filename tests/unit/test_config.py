@@ -50,8 +50,12 @@ def test_seed_example_config_loads(tmp_path):
     assert hook.headers == {"Authorization": "Bearer token123"}
 
 
-def test_shipped_config_documents_the_defaults():
-    assert load_config("etc/hypersdk.yaml") == Config()
+def test_shipped_config_documents_the_defaults_and_enables_metrics():
+    import attrs
+
+    shipped = load_config("etc/hypersdk.yaml")
+    assert shipped.metrics.enabled is True  # as the API document's example configuration does
+    assert attrs.evolve(shipped, metrics=Config().metrics) == Config()
 
 
 def test_empty_file_gives_defaults(tmp_path):
