@@ -231,3 +231,24 @@ def test_metrics_off_answer_404_and_a_separate_port_serves_them_alone(tmp_path):
         assert requests.get(f"http://127.0.0.1:{port}/jobs", timeout=10).status_code == 404
     finally:
         own.close()
+
+
+def test_schedule_runs_reach_websocket_clients(daemon):
+    watcher = start_ws_client(daemon.url, "--until-status", "none", "--seconds", "60")
+    received: list[dict] = []
+    threading.Thread(target=lambda: received.extend(json.loads(line) for line in watcher.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: len(received) >= 2, 30, "the initial messages")
+        template = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9",
+                                                      "username": "u", "password": "p"},
+                    "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
+                    "options": {"network_mapping": {"*": "br0"}}}
+        assert daemon.post("/schedules", {"id": "ws-watch", "schedule": "@yearly",
+                                          "job_template": template}).status_code == 201
+        job_ids = daemon.post("/schedules/ws-watch/trigger").json()["job_ids"]
+        events = wait_for(lambda: (lambda e: e if len(e) >= 2 else None)(
+            [m["data"] for m in list(received) if m["type"] == "schedule_event"]), 30, "the run's events")
+        assert [(e["schedule_id"], e["event"], e["job_ids"]) for e in events] == \
+            [("ws-watch", "triggered", job_ids), ("ws-watch", "failed", job_ids)]
+    finally:
+        watcher.kill()
