@@ -53,6 +53,9 @@ class MetricsConfig:
 
 @frozen
 class LimitsConfig:
+    requests_per_second: Optional[float] = field(default=None, metadata=_check(_positive, "must be > 0"))
+    burst: int = field(default=20, metadata=_check(_positive, "must be > 0"))
+    jobs_per_vcenter: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
     max_body_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     websocket_clients: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 100_000, "must be 1..100000"))
     # unsent messages a WebSocket client may hold before it is dropped as too slow
@@ -81,6 +84,20 @@ class WebhookSettings:
     deny_private_networks: bool = False  # refuse receivers on private, loopback and link-local addresses
     queue_size: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 1_000_000, "must be 1..1000000"))
     keep_deliveries: int = field(default=50, metadata=_check(lambda n: 1 <= n <= 10_000, "must be 1..10000"))
+
+
+@frozen
+class TokenConfig:
+    name: str = field(metadata=_check(bool, "must not be empty"))
+    role: Literal["read", "admin"] = "read"
+    token: Optional[str] = field(default=None, repr=False)
+    token_file: Optional[str] = None  # e.g. a systemd credential: $CREDENTIALS_DIRECTORY/...
+
+
+@frozen
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = ()  # none: no authentication
+    allow_anonymous: bool = False  # no tokens on a non-loopback listener: refused unless this says so
 
 
 @frozen
@@ -113,6 +130,7 @@ class Config:
     listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_check(bool, "must not be empty"))
     worker_count: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 256, "must be 1..256"))
     log: LogConfig = field(factory=LogConfig)
+    auth: AuthConfig = field(factory=AuthConfig)
     database: DatabaseConfig = field(factory=DatabaseConfig)
     limits: LimitsConfig = field(factory=LimitsConfig)
     metrics: MetricsConfig = field(factory=MetricsConfig)
@@ -170,6 +188,14 @@ def _check_references(config: Config) -> None:
                 check(value)
             except WebhookProblem as e:
                 raise _Invalid(f"webhooks[{i}].{name}", str(e)) from None
+    names = [t.name for t in config.auth.tokens]
+    for i, token in enumerate(config.auth.tokens):
+        if (token.token is None) == (token.token_file is None):
+            raise _Invalid(f"auth.tokens[{i}]", "give exactly one of token, token_file")
+        if token.token_file is not None and not os.access(token.token_file, os.R_OK):
+            raise _Invalid(f"auth.tokens[{i}].token_file", f"cannot read {token.token_file}")
+        if names.count(token.name) > 1:
+            raise _Invalid(f"auth.tokens[{i}].name", f"{token.name!r} is used twice")
     for name, vc in config.vcenters.items():
         if (vc.password is None) == (vc.password_file is None):
             raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")
@@ -244,6 +270,33 @@ def _convert(hint, value, key: str, metadata):
             raise _Invalid(key, "must be a string")
         return value
     raise AssertionError(f"unsupported config type {hint!r}")  # a bug in this module
+
+
+def read_token(token: TokenConfig) -> str:
+    if token.token is not None:
+        return token.token
+    with open(token.token_file, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def check_exposure(config: Config, listen: str) -> None:
+    """A listener other than loopback without authentication is refused, unless explicitly allowed."""
+    if config.auth.tokens or config.auth.allow_anonymous or _loopback_only(listen):
+        return
+    raise ConfigError(
+        f"listen {listen!r} is reachable from other hosts and auth has no tokens: add auth.tokens,"
+        " or set auth.allow_anonymous: true to serve it without authentication"
+    )
+
+
+def _loopback_only(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    match = re.search(r"(?<![A-Za-z])interface=((?:\\:|[^:])+)", listen)  # colons in it are escaped: \:
+    if match is None:
+        return False  # every interface
+    interface = match.group(1).replace("\\", "").strip("[]")
+    return interface in ("localhost",) or interface.startswith("127.") or interface == "::1"
 
 
 def read_vcenter_password(vc: VCenterConfig) -> str:

@@ -12,10 +12,31 @@ from __future__ import annotations
 class HyperSDKError(Exception):
     status = 500
     code = "internal_error"
+    headers: dict[str, str] = {}  # extra response headers (WWW-Authenticate, Retry-After)
 
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class Unauthorized(HyperSDKError):
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="hypersdk"'}
+
+
+class Forbidden(HyperSDKError):
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(HyperSDKError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class InvalidRequest(HyperSDKError):

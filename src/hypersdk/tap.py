@@ -11,7 +11,7 @@ import sys
 
 from twisted.python import usage
 
-from .config import load_config
+from .config import check_exposure, load_config
 from .errors import ConfigError
 
 
@@ -23,7 +23,8 @@ class Options(usage.Options):
 
     def postOptions(self):
         try:
-            self["parsed"] = load_config(self["config"])
+            self["parsed"] = config = load_config(self["config"])
+            check_exposure(config, self["listen"] or config.listen)
         except ConfigError as e:
             # One line naming the file and key, then exit 1 (not the whole usage text).
             sys.stderr.write(f"hypersdk: {e}\n")

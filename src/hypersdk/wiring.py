@@ -15,6 +15,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from . import __version__
+from .api.guard import ApiToken, Guard
 from .api.jobs import JobsAPI
 from .api.metrics import MetricsArea, MetricsOnlyResource
 from .api.schedules import SchedulesAPI
@@ -23,7 +24,7 @@ from .api.status import StatusAPI
 from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
 from .api.ws import LiveArea, LiveFeed
-from .config import Config
+from .config import Config, read_token
 from .events import EventBus
 from .jobs.definition import SubmitContext
 from .jobs.manager import JobManager
@@ -49,7 +50,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
     context = SubmitContext(vcenter_names=frozenset(config.vcenters), method_problem=pipeline.method_problem)
-    manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context)
+    manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
+                         jobs_per_vcenter=config.limits.jobs_per_vcenter)
     webhooks = WebhookService(
         SQLiteWebhookStore(store, keep=config.webhook_settings.keep_deliveries), webhook_client(reactor), reactor, bus,
         config_hooks=config_webhooks(config), resolve=resolver(reactor),
@@ -79,8 +81,11 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         if metrics_port is not None:
             endpoint = serverFromString(reactor, f"tcp:{metrics_port}:interface={listen_interface(listen)}")
             metrics_listener = (endpoint, Site(MetricsOnlyResource(metrics.registry)))
+    guard = Guard([ApiToken(t.name, read_token(t), t.role) for t in config.auth.tokens], reactor,
+                  requests_per_second=config.limits.requests_per_second, burst=config.limits.burst,
+                  on_denied=metrics.count_denied if metrics is not None else lambda reason: None)
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
-                   access_log=config.log.level in ("debug", "info"), on_request=on_request)
+                   access_log=config.log.level in ("debug", "info"), on_request=on_request, guard=guard)
     service = HyperSDKService(
         reactor=reactor,
         endpoint=serverFromString(reactor, listen),

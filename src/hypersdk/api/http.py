@@ -70,6 +70,8 @@ def error_response(request, failure) -> bytes:
     """Map any failure of a route to a JSON error; unexpected ones are logged as 500."""
     e = failure.value
     if isinstance(e, HyperSDKError):
+        for name, value in e.headers.items():
+            request.setHeader(name.encode(), value.encode())
         return respond(request, {"error": e.message, "code": e.code}, e.status)
     if isinstance(e, MethodNotAllowed):
         allowed = sorted(set(e.valid_methods or ()))

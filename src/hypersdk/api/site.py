@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from werkzeug.exceptions import HTTPException
 
-from ..errors import PayloadTooLarge
+from ..errors import HyperSDKError, PayloadTooLarge
 from .http import error_response, respond
 
 
@@ -51,6 +51,14 @@ class APIRequest(server.Request):
             self.write(respond(self, {"error": error.message, "code": error.code}, error.status))
             self.finish()
             return
+        guard = self.channel.site.guard
+        if guard is not None:
+            try:
+                guard.check(self)
+            except HyperSDKError:
+                self.write(error_response(self, Failure()))
+                self.finish()
+                return
         super().process()
 
 
@@ -60,8 +68,10 @@ class APISite(server.Site):
     requestFactory = APIRequest
     noisy = False
 
-    def __init__(self, resource, reactor, max_body_bytes: int, access_log: bool = True, on_request=None):
+    def __init__(self, resource, reactor, max_body_bytes: int, access_log: bool = True, on_request=None,
+                 guard=None):
         super().__init__(resource, reactor=reactor)
+        self.guard = guard  # authentication and rate limits, checked before routing
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False
         self._access_log = access_log  # off when the log level filters info lines out anyway

@@ -9,6 +9,7 @@ pipeline stage it is in, and the job ends only once that stage has cleaned up.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any, Optional, Protocol, Sequence
 
 from attrs import define, evolve, field
@@ -20,7 +21,7 @@ from ..errors import HyperSDKError, Unavailable
 from ..events import Event, EventBus
 from ..store.base import JobStore
 from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
-from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress
+from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress, vcenter_key
 from .progress import ProgressReporter
 
 # How long a cancel request waits for running jobs to clean up before answering.
@@ -53,13 +54,14 @@ class JobManager:
     log = Logger()
 
     def __init__(self, store: JobStore, pipeline: Pipeline, clock, bus: EventBus, worker_count: int,
-                 context: SubmitContext = SubmitContext()):
+                 context: SubmitContext = SubmitContext(), jobs_per_vcenter: Optional[int] = None):
         self._store = store
         self._pipeline = pipeline
         self._clock = clock
         self._bus = bus
         self._worker_count = worker_count
         self._context = context
+        self._jobs_per_vcenter = jobs_per_vcenter  # beyond it, a vCenter's jobs wait in the queue
         self._running: dict[str, _Run] = {}
         self._counts = dict.fromkeys(STATUSES, 0)
         self._stopping = False
@@ -219,7 +221,7 @@ class JobManager:
             while True:
                 self._fill_again = False
                 while not self._stopping and len(self._running) < self._worker_count:
-                    job = await self._store.claim_next(self._clock.seconds())
+                    job = await self._store.claim_next(self._clock.seconds(), self._busy_vcenters())
                     if job is None:
                         break
                     self._start(job)
@@ -227,6 +229,12 @@ class JobManager:
                     break
         finally:
             self._filling = False
+
+    def _busy_vcenters(self) -> list[str]:
+        if self._jobs_per_vcenter is None:
+            return []
+        running = Counter(vcenter_key(run.job.definition) for run in self._running.values())
+        return sorted(key for key, n in running.items() if n >= self._jobs_per_vcenter)
 
     def _start(self, job: Job) -> None:
         run = _Run(job=job)

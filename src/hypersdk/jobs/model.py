@@ -75,3 +75,9 @@ class HistoryEntry:
     status: str
     stage: str
     message: str
+
+
+def vcenter_key(definition: dict[str, Any]) -> str:
+    """The vCenter a job reads from: its configured name, else its URL (limits.jobs_per_vcenter)."""
+    source = definition.get("source", {})
+    return source.get("vcenter") or source.get("vcenter_url") or ""

@@ -32,6 +32,8 @@ class Metrics:
                               registry=registry)
         self._job_seconds = Histogram("hypersdk_job_duration_seconds", "Time from start to end of finished jobs",
                                       ["status"], buckets=JOB_BUCKETS, registry=registry)
+        self._denied = Counter("hypersdk_api_denied", "Requests refused: no or bad token, read-only token, rate limit",
+                               ["reason"], registry=registry)
         Gauge("hypersdk_build_info", "The daemon's version", ["version"], registry=registry).labels(version).set(1)
 
     def observe_request(self, method: str, path: str, code: int, seconds: float) -> None:
@@ -42,6 +44,9 @@ class Metrics:
             status = str(code)
         self._requests.labels(method, path, status).inc()
         self._request_seconds.labels(method, path).observe(seconds)
+
+    def count_denied(self, reason: str) -> None:
+        self._denied.labels(reason).inc()
 
     def on_event(self, event: Event) -> None:
         status = _FINAL.get(event.type)

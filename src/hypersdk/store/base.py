@@ -46,8 +46,8 @@ class JobStore(Protocol):
     async def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, 0 when none)."""
 
-    async def claim_next(self, now: float) -> Optional[Job]:
-        """Move the oldest pending job to running and return it, or None."""
+    async def claim_next(self, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
+        """Move the oldest pending job not reading from one of ``busy_vcenters`` to running and return it, or None."""
 
     async def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str]) -> bool:
         """Record a running job's progress (and a history line when ``note``)."""

@@ -21,6 +21,8 @@ from .secretbox import SecretBox, thd_load_or_create_key
 
 _JOB_COLUMNS = "id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at"
 _PROGRESS_FIELDS = {f.name for f in fields(Progress)}
+# The vCenter a job reads from, as jobs.model.vcenter_key computes it (limits.jobs_per_vcenter).
+VCENTER_KEY = "coalesce(json_extract(definition, '$.source.vcenter'), json_extract(definition, '$.source.vcenter_url'))"
 _PENDING_FIFO = f"INDEXED BY jobs_pending_fifo WHERE status = '{PENDING}'"  # a literal, to match the partial index
 
 
@@ -115,18 +117,19 @@ class SQLiteJobStore:
             )
             _add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
 
-    def claim_next(self, now: float):
-        return self._run(self._thd_claim_next, now)
+    def claim_next(self, now: float, busy_vcenters: Sequence[str] = ()):
+        return self._run(self._thd_claim_next, now, tuple(busy_vcenters))
 
-    def _thd_claim_next(self, now: float) -> Optional[Job]:
+    def _thd_claim_next(self, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
+        skip = f" AND {VCENTER_KEY} NOT IN ({', '.join('?' * len(busy_vcenters))})" if busy_vcenters else ""
         with transaction(self._db) as db:
             row = db.execute(
                 # Without statistics the planner sorts every pending job on each claim;
                 # the partial index is the oldest-first list already.
                 f"UPDATE jobs SET status = ?, started_at = ?, updated_at = ?"
-                f" WHERE seq = (SELECT seq FROM jobs {_PENDING_FIFO} ORDER BY seq LIMIT 1)"
+                f" WHERE seq = (SELECT seq FROM jobs {_PENDING_FIFO}{skip} ORDER BY seq LIMIT 1)"
                 f" RETURNING {_JOB_COLUMNS}",
-                (RUNNING, now, now),
+                (RUNNING, now, now, *busy_vcenters),
             ).fetchone()
             if row is None:
                 return None

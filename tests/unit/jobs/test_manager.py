@@ -188,3 +188,17 @@ def test_restart_fails_interrupted_jobs_and_resumes_the_queue(tmp_path):
     assert second.pipeline.started == [ids[1]]
     assert second.pipeline.runs[ids[1]].spec.source.password == "s3cret-Pa55"
     assert (events.JOB_FAILED, ids[0], FAILED) in second.events
+
+
+def test_jobs_beyond_the_per_vcenter_limit_wait_while_other_vcenters_go_ahead():
+    h = Harness(workers=4)
+    h.manager = JobManager(h.store, h.pipeline, h.clock, h.bus, 4, jobs_per_vcenter=1)
+    h.start()
+    source_a = {**definition()["source"], "vcenter_url": "vc-a.example.com"}
+    source_b = {**definition()["source"], "vcenter_url": "vc-b.example.com"}
+    a1, a2 = h.submit(2, source=source_a)
+    (b1,) = h.submit(1, source=source_b)
+    assert h.pipeline.started == [a1, b1]  # a2 waits for vc-a although workers are free
+    assert h.status(a2) == PENDING
+    h.pipeline.runs[a1].complete()
+    assert h.pipeline.started == [a1, b1, a2]
