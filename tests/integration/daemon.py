@@ -25,11 +25,12 @@ from tests.integration.polling import wait_for  # noqa: F401 (tests import it fr
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = str(Path(sys.executable).parent / "twistd")
-LISTENING = re.compile(r"hypersdk listening on 127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"hypersdk listening on [^ ]*:(\d+)")
 
 
 class Daemon:
-    def __init__(self, tmp_path: Path, config: Optional[dict] = None, env: Optional[dict] = None):
+    def __init__(self, tmp_path: Path, config: Optional[dict] = None, env: Optional[dict] = None,
+                 listen: str = "tcp:0:interface=127.0.0.1", scheme: str = "http"):
         self.dir = Path(tmp_path)
         self.config = {
             "database": {"path": str(self.dir / "var" / "jobs.db")},
@@ -39,6 +40,8 @@ class Daemon:
         self.config_path = self.dir / "hypersdk.yaml"
         self.log_path = self.dir / "daemon.log"
         self.env = env or {}
+        self.listen = listen
+        self.scheme = scheme
         self.process: Optional[subprocess.Popen] = None
         self.url = ""
         self._lines: list[str] = []
@@ -50,14 +53,14 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump(self.config))
         env = {**daemon_env(self.dir), **self.env}
         argv = [TWISTD, "--pidfile=", "-n", "hypersdk", "--config", str(self.config_path),
-                "--listen", "tcp:0:interface=127.0.0.1"]
+                "--listen", self.listen]
         self._lines = []
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir, env=env,
                                         start_new_session=True)
         self._reader = threading.Thread(target=self._read_output, args=(self.process,), daemon=True)
         self._reader.start()
         port = wait_for(lambda: self._port(), timeout, "the daemon to listen")
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{self.scheme}://127.0.0.1:{port}"
         return self
 
     def _read_output(self, process: subprocess.Popen) -> None:
