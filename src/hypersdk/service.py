@@ -21,7 +21,7 @@ class HyperSDKService(MultiService):
     log = Logger()
 
     def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, webhooks=None, log_observer=None, workers=(),
-                 feed=None, metrics_listener=None):
+                 feed=None, metrics_listener=None, notifier=None):
         super().__init__()
         self._reactor = reactor
         self._endpoint = endpoint
@@ -36,6 +36,7 @@ class HyperSDKService(MultiService):
         self._feed = feed  # the WebSocket feed: started and stopped here (twisted.web does not)
         self._metrics_listener = metrics_listener  # (endpoint, site) when metrics have a port of their own
         self._metrics_port = None
+        self._notifier = notifier  # systemd: READY=1 once listening, STOPPING=1, STATUS=, WATCHDOG=1
         self._port = None
         self.ready: Deferred = Deferred()
 
@@ -72,6 +73,8 @@ class HyperSDKService(MultiService):
         self._port = await self._endpoint.listen(self._site)
         address = self._port.getHost()
         self.log.info("hypersdk listening on {host}:{port}", host=getattr(address, "host", ""), port=getattr(address, "port", ""))
+        if self._notifier is not None:
+            self._notifier.ready()
         return self._port
 
     def _start_failed(self, failure):
@@ -86,6 +89,8 @@ class HyperSDKService(MultiService):
 
     async def _stop(self):
         self.log.info("hypersdk stopping")
+        if self._notifier is not None:
+            self._notifier.stopping()
         if self._port is not None:
             await self._port.stopListening()
         if self._metrics_port is not None:

@@ -25,11 +25,13 @@ from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
 from .api.ws import LiveArea, LiveFeed
 from .config import Config, read_token
+from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
 from .jobs.manager import JobManager
 from .logs import build_observer
 from .metrics.registry import Metrics
+from .notify import Notifier
 from .pipeline import build_pipeline
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
@@ -86,6 +88,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                   on_denied=metrics.count_denied if metrics is not None else lambda reason: None)
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
                    access_log=config.log.level in ("debug", "info"), on_request=on_request, guard=guard)
+    notifier = Notifier(reactor, status=lambda: status_line(manager))
+    bus.subscribe(lambda event: event.type in JOB_STATE_CHANGES and notifier.status_changed())
     service = HyperSDKService(
         reactor=reactor,
         endpoint=serverFromString(reactor, listen),
@@ -99,6 +103,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         workers=(vsphere, pipeline),
         feed=feed,
         metrics_listener=metrics_listener,
+        notifier=notifier,
     )
     return service
 
@@ -167,3 +172,14 @@ def separate_metrics_port(config: Config, listen: str):
     """metrics.port when it differs from the API's port, else None (served on the API port)."""
     port = config.metrics.port
     return None if port is None or port == listen_port(listen) else port
+
+
+JOB_STATE_CHANGES = (events.JOB_SUBMITTED, events.JOB_STARTED, events.JOB_COMPLETED, events.JOB_FAILED,
+                     events.JOB_CANCELLED)
+
+
+def status_line(manager: JobManager) -> str:
+    """systemd's STATUS=: what `systemctl status` shows."""
+    s = manager.status()
+    return (f"{s['running_jobs']} running, {s['pending_jobs']} pending, {s['completed_jobs']} completed,"
+            f" {s['failed_jobs']} failed")
