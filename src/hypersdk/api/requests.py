@@ -120,9 +120,12 @@ def _ids(value: Any, name: str) -> Optional[tuple[str, ...]]:
     return tuple(dict.fromkeys(value))
 
 
+MAX_COUNT = 1_000_000_000  # far beyond any job count, far below SQLite's integer range
+
+
 def _count(value: Any, name: str, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidField(name, "must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise InvalidField(name, f"must be an integer from 0 to {MAX_COUNT}")
     return value

@@ -121,8 +121,9 @@ def test_query_and_empty_body_mean_all(api):
     "body, error",
     [
         ({"status": "finished"}, "status: 'finished' is not a status; use one of pending, running, completed, failed, cancelled"),
-        ({"limit": -1}, "limit: must be a non-negative integer"),
-        ({"limit": "10"}, "limit: must be a non-negative integer"),
+        ({"limit": -1}, "limit: must be an integer from 0 to 1000000000"),
+        ({"limit": "10"}, "limit: must be an integer from 0 to 1000000000"),
+        ({"offset": 154560245352037447892992}, "offset: must be an integer from 0 to 1000000000"),  # was a 500
         ({"stauts": "running"}, "stauts: unknown field"),
         ({"job_ids": "abc"}, "job_ids: must be a list of job id strings"),
         ([1, 2], "the request body must be a JSON object"),

@@ -1,0 +1,347 @@
+"""The OpenAPI 3.1 document of the API, served at GET /openapi.json.
+
+Written out by hand, next to the routes it describes; the integration tests check
+real responses against it and schemathesis fuzzes the live daemon with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..jobs.definition import CONVERSION_METHODS, DISK_FORMATS, DOMAIN_TYPES
+from ..jobs.model import STATUSES
+from ..webhooks.rules import EVENTS
+from .http import respond
+
+USER_ID = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TIMESTAMP = {"type": "string", "format": "date-time"}
+MAYBE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+COUNT = {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
+STAGES = ["queued", "connecting", "discovery", "preparation", "conversion", "import", "verification", "done"]
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict, required=(), additional=True) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if not additional:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def array(items: dict, **kw) -> dict:
+    return {"type": "array", "items": items, **kw}
+
+
+def json_body(schema: dict, required: bool = True) -> dict:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def answer(description: str, schema: dict | None = None) -> dict:
+    body = {"description": description}
+    if schema is not None:
+        body["content"] = {"application/json": {"schema": schema}}
+    return body
+
+
+def operation(summary: str, responses: dict, *, body: dict | None = None, parameters=(), tags=()) -> dict:
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, "default": answer("An error", ref("Error"))}}
+    if body is not None:
+        op["requestBody"] = body
+    if parameters:
+        op["parameters"] = list(parameters)
+    if tags:
+        op["tags"] = list(tags)
+    return op
+
+
+def path_id(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def query(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def message(*extra_required: str, **extra: dict) -> dict:
+    return obj({"message": {"type": "string"}, **extra}, ["message", *extra_required])
+
+
+def _schemas() -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1, "pattern": r"\S"}
+    source = obj({
+        "type": {"enum": ["vsphere"]},
+        "vcenter_url": text,
+        "username": {"type": "string"},
+        "password": {"type": "string", "writeOnly": True},
+        "datacenter": text,
+        "insecure": {"type": "boolean"},
+        "thumbprint": {"type": "string"},
+        "vcenter": text,
+    }, ["type"], additional=False)
+    destination = obj({
+        "type": {"enum": ["kvm"]},
+        "libvirt_uri": text,
+        "storage_pool": text,
+        "output_dir": text,
+        "disk_format": {"enum": list(DISK_FORMATS)},
+        "domain_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+        "domain_type": {"enum": list(DOMAIN_TYPES)},
+        "start": {"type": "boolean"},
+    }, ["type", "libvirt_uri"], additional=False)
+    options = obj({
+        "conversion_method": {"enum": list(CONVERSION_METHODS)},
+        "network_mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+        "shutdown_source": {"type": "boolean"},
+        "remove_cdrom": {"type": "boolean"},
+        "verify": {"type": "boolean"},
+    }, additional=False)
+    definition = obj({
+        "id": {"type": "string", "pattern": USER_ID},
+        "name": text,
+        "vm_path": {"type": "string", "pattern": r"^[^/]+/[^/]+/.+$", "description": "Datacenter/vm/folder/name"},
+        "source": source,
+        "destination": destination,
+        "options": options,
+        "metadata": {"type": "object"},
+    }, ["vm_path", "source", "destination"], additional=False)
+    progress = obj({
+        "stage": {"enum": STAGES},
+        "percent_complete": {"type": "number", "minimum": 0, "maximum": 100},
+        "current_bytes": {"type": "integer", "minimum": 0},
+        "total_bytes": {"type": "integer", "minimum": 0},
+        "disk_index": {"type": "integer", "minimum": 0},
+        "disk_count": {"type": "integer", "minimum": 0},
+        "rate_bytes_per_second": {"type": "integer", "minimum": 0},
+        "eta_seconds": {"type": ["integer", "null"]},
+        "message": {"type": "string"},
+    }, ["stage", "percent_complete", "current_bytes", "total_bytes"])
+    job = obj({
+        "id": {"type": "string"},
+        "definition": {"type": "object", "required": ["id", "vm_path", "source", "destination", "created_at"]},
+        "status": {"enum": list(STATUSES)},
+        "progress": ref("Progress"),
+        "result": {"type": ["object", "null"]},
+        "error": {"type": ["string", "null"]},
+        "created_at": TIMESTAMP,
+        "started_at": MAYBE_TIMESTAMP,
+        "completed_at": MAYBE_TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "history": array(obj({"at": TIMESTAMP, "status": {"type": "string"}, "stage": {"type": "string"},
+                              "message": {"type": "string"}}, ["at", "status", "stage", "message"])),
+    }, ["id", "definition", "status", "progress", "result", "error", "created_at", "updated_at"])
+    counts = {name: {"type": "integer", "minimum": 0} for name in (
+        "total_jobs", "running_jobs", "completed_jobs", "failed_jobs", "worker_count", "active_workers",
+        "pending_jobs", "cancelled_jobs")}
+    status = obj({**counts, "version": {"type": "string"}, "uptime_seconds": {"type": "number"},
+                  "timestamp": TIMESTAMP}, list(counts) + ["version", "timestamp"])
+    template = {**definition, "properties": {k: v for k, v in definition["properties"].items() if k != "id"},
+                "description": "A job definition without id; vm_path may end in a glob (Datacenter/vm/prod/*)."}
+    schedule_fields = {
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "schedule": {"type": "string", "description": "5-field cron expression or @daily, @hourly, ..."},
+        "timezone": {"type": "string", "description": "IANA time zone, default UTC"},
+        "enabled": {"type": "boolean"},
+        "missed_runs": {"enum": ["catch_up", "skip"]},
+        "job_template": template,
+    }
+    run = obj({
+        "id": {"type": ["integer", "null"]},
+        "trigger": {"enum": ["cron", "trigger", "catch_up"]},
+        "outcome": {"enum": ["running", "succeeded", "failed", "skipped"]},
+        "started_at": TIMESTAMP,
+        "finished_at": MAYBE_TIMESTAMP,
+        "job_ids": array({"type": "string"}),
+        "reason": {"type": ["string", "null"]},
+    }, ["trigger", "outcome", "started_at", "job_ids"])
+    schedule = obj({
+        "id": {"type": "string"}, **schedule_fields, "job_template": {"type": "object"},
+        "created_at": TIMESTAMP, "updated_at": TIMESTAMP, "last_run": MAYBE_TIMESTAMP, "next_run": MAYBE_TIMESTAMP,
+        "run_count": {"type": "integer"}, "last_job_ids": array({"type": "string"}),
+        "successful_runs": {"type": "integer"}, "failed_runs": {"type": "integer"}, "skipped_runs": {"type": "integer"},
+        "runs": array(ref("ScheduleRun")),
+    }, ["id", "name", "schedule", "timezone", "enabled", "job_template", "last_run", "next_run", "run_count"])
+    event_names = {"enum": ["*", *EVENTS]}
+    webhook_fields = {
+        "url": {"type": "string", "format": "uri"},
+        "events": array(event_names),
+        "enabled": {"type": "boolean"},
+        "timeout": {"oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+                              {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)?$"}]},
+        "retry_count": {"type": "integer", "minimum": 0, "maximum": 20},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "secret": {"type": "string", "writeOnly": True},
+    }
+    webhook = obj({**webhook_fields, "timeout": {"type": "number"}, "secret": {"type": ["string", "null"]},
+                   "source": {"enum": ["config", "api"]}, "created_at": MAYBE_TIMESTAMP,
+                   "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}}},
+                  ["url", "events", "enabled", "timeout", "retry_count", "headers"])
+    delivery = obj({
+        "id": {"type": "string"}, "event": {"type": "string"}, "state": {"enum": ["pending", "delivered", "failed",
+                                                                               "dropped"]},
+        "created_at": TIMESTAMP,
+        "attempts": array(obj({"at": TIMESTAMP, "duration_ms": {"type": "integer"},
+                               "status_code": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}})),
+    }, ["id", "event", "state", "attempts"])
+    vm = obj({"name": {"type": "string"}, "path": {"type": "string"}, "power_state": {"type": "string"},
+              "num_cpu": {"type": "integer"}, "memory_mb": {"type": "integer"}, "storage": {"type": "integer"},
+              "guest_os": {"type": "string"}, "ip_address": {"type": ["string", "null"]}, "uuid": {"type": "string"}},
+             ["name", "path", "power_state", "num_cpu", "memory_mb", "storage", "guest_os", "ip_address"])
+    vm_info = obj({"name": {"type": "string"}, "uuid": {"type": "string"}, "hardware": {"type": "object"},
+                   "disks": array({"type": "object"}), "nics": array({"type": "object"}),
+                   "firmware": {"type": "string"}}, ["uuid", "hardware", "disks"])
+    credentials = obj({"vcenter_url": text, "server": text, "username": {"type": "string"},
+                       "password": {"type": "string", "writeOnly": True}, "datacenter": text,
+                       "insecure": {"type": "boolean"}, "thumbprint": {"type": "string"}, "vcenter": text})
+    vm_request = {**credentials, "properties": {**credentials["properties"], "vm_path": text}, "required": ["vm_path"]}
+    error = obj({"error": {"type": "string", "minLength": 1}, "code": {"type": "string"},
+                 "request_id": {"type": "string"}}, ["error"])
+    return {
+        "Error": error, "JobDefinition": definition, "Progress": progress, "Job": job, "Status": status,
+        "ScheduleRun": run, "Schedule": schedule, "ScheduleCreate": obj({"id": {"type": "string", "pattern": USER_ID},
+                                                                         **schedule_fields},
+                                                                        ["schedule", "job_template"], additional=False),
+        "ScheduleUpdate": obj({"id": {"type": "string", "pattern": USER_ID}, **schedule_fields}, additional=False),
+        "WebhookCreate": obj(webhook_fields, ["url"], additional=False), "Webhook": webhook, "Delivery": delivery,
+        "VmSummary": vm, "VmInfo": vm_info, "VmRequest": vm_request,
+    }
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    schedule_id = path_id("id", {"type": "string", "pattern": USER_ID})
+    submitted = obj({"job_id": {"type": "string"}, "job_ids": array({"type": "string"}),
+                     "message": {"type": "string"}}, ["job_id", "job_ids", "message"])
+    query_result = obj({"jobs": array(ref("Job")), "total": {"type": "integer"}, "limit": {"type": "integer"},
+                        "offset": {"type": "integer"}}, ["jobs", "total"])
+    job_query = obj({
+        "all": {"type": "boolean"},
+        "status": {"oneOf": [{"enum": list(STATUSES)}, array({"enum": list(STATUSES)})]},
+        "limit": COUNT, "offset": COUNT, "job_ids": array({"type": "string"}),
+    }, additional=False)
+    cancel = obj({"job_ids": array({"type": "string"}),
+                  "status": {"oneOf": [{"enum": list(STATUSES)}, array({"enum": list(STATUSES)})]}},
+                 additional=False)
+    cancelled = obj({"message": {"type": "string"}, "count": {"type": "integer"}, "cancelled": array({"type": "string"}),
+                     "failed": array({"type": "string"}), "errors": {"type": "object"}},
+                    ["message", "count", "cancelled", "failed", "errors"])
+    credentials = [query(name, {"type": "string"}) for name in
+                   ("vcenter_url", "server", "username", "password", "datacenter", "insecure", "thumbprint", "vcenter")]
+    jobs, schedules, webhooks, vms, live = ("jobs",), ("schedules",), ("webhooks",), ("vms",), ("live",)
+    paths = {
+        "/health": {"get": operation("Liveness and database reachability", {
+            "200": answer("Up", obj({"status": {"const": "ok"}, "version": {"type": "string"},
+                                     "uptime_seconds": {"type": "number"}}, ["status"]))})},
+        "/status": {"get": operation("Job counts and workers", {"200": answer("Status", ref("Status"))})},
+        "/jobs/submit": {"post": operation("Submit one job, a batch {jobs: [...]} or a bare array", {
+            "201": answer("Queued", submitted)}, body=json_body({"oneOf": [
+                ref("JobDefinition"), obj({"jobs": array(ref("JobDefinition"), minItems=1)}, ["jobs"], False),
+                array(ref("JobDefinition"), minItems=1)]}), tags=jobs)},
+        "/jobs/query": {
+            "post": operation("Jobs, newest first", {"200": answer("Jobs", query_result)},
+                              body=json_body(job_query, required=False), tags=jobs),
+            "get": operation("Jobs, newest first", {"200": answer("Jobs", query_result)}, tags=jobs, parameters=[
+                query("status", {"type": "string"}, "comma-separated statuses"),
+                query("limit", COUNT), query("offset", COUNT),
+                query("job_ids", {"type": "string"}, "comma-separated ids"), query("all", {"type": "string"})]),
+        },
+        "/jobs/cancel": {"post": operation("Cancel jobs by id and/or status; running ones are stopped", {
+            "200": answer("What was cancelled", cancelled)}, body=json_body(cancel), tags=jobs)},
+        "/jobs/{id}": {"get": operation("One job with its history", {"200": answer("The job", ref("Job"))},
+                                        parameters=[path_id("id", {"type": "string"})], tags=jobs)},
+        "/schedules": {
+            "get": operation("Every schedule", {"200": answer("Schedules", obj({
+                "schedules": array(ref("Schedule")), "total": {"type": "integer"}, "timestamp": TIMESTAMP},
+                ["schedules", "total"]))}, tags=schedules),
+            "post": operation("Create a schedule", {"201": answer("Created", message("schedule",
+                                                                                     schedule=ref("Schedule")))},
+                              body=json_body(ref("ScheduleCreate")), tags=schedules),
+        },
+        "/schedules/stats": {"get": operation("Schedules and runs by outcome", {"200": answer("Stats", obj(
+            {k: {"type": "integer"} for k in ("total_schedules", "enabled_schedules", "disabled_schedules",
+                                              "total_runs", "successful_runs", "failed_runs")},
+            ["total_schedules", "enabled_schedules", "disabled_schedules", "total_runs", "successful_runs",
+             "failed_runs"]))}, tags=schedules)},
+        "/schedules/{id}": {
+            "get": operation("One schedule with its recent runs", {"200": answer("The schedule", ref("Schedule"))},
+                             parameters=[schedule_id], tags=schedules),
+            "put": operation("Partial update: only the fields sent change", {
+                "200": answer("Updated", message(schedule=ref("Schedule")))},
+                body=json_body(ref("ScheduleUpdate")), parameters=[schedule_id], tags=schedules),
+            "delete": operation("Delete a schedule", {"200": answer("Deleted", message())},
+                                parameters=[schedule_id], tags=schedules),
+        },
+        **{f"/schedules/{{id}}/{action}": {"post": operation(f"{action.capitalize()} a schedule", {
+            "200": answer("Done", message(schedule=ref("Schedule")))}, parameters=[schedule_id], tags=schedules)}
+           for action in ("enable", "disable")},
+        "/schedules/{id}/trigger": {"post": operation("Run now, even when disabled", {
+            "200": answer("Its jobs", message("job_ids", job_ids=array({"type": "string"}), run=ref("ScheduleRun")))},
+            parameters=[schedule_id], tags=schedules)},
+        "/webhooks": {
+            "get": operation("Every webhook, config file first; secrets as ***", {"200": answer("Webhooks", obj({
+                "webhooks": array(ref("Webhook")), "total": {"type": "integer"}, "timestamp": TIMESTAMP},
+                ["webhooks", "total"]))}, tags=webhooks),
+            "post": operation("Add a webhook", {"201": answer("Added", message("webhook", webhook=ref("Webhook")))},
+                              body=json_body(ref("WebhookCreate")), tags=webhooks),
+        },
+        "/webhooks/{index}": {"delete": operation("Delete an API-added webhook by index", {
+            "200": answer("Deleted", message())}, parameters=[path_id("index", {"type": "integer", "minimum": 0})],
+            tags=webhooks)},
+        "/webhooks/{index}/deliveries": {"get": operation("Recent deliveries and their attempts", {
+            "200": answer("Deliveries", obj({"deliveries": array(ref("Delivery")), "total": {"type": "integer"}},
+                                            ["deliveries", "total"]))},
+            parameters=[path_id("index", {"type": "integer", "minimum": 0})], tags=webhooks)},
+        "/webhooks/test": {"post": operation("Send one real delivery now", {"200": answer("Its outcome", obj({
+            "message": {"type": "string"}, "delivered": {"type": "boolean"},
+            "status_code": {"type": ["integer", "null"]}, "duration_ms": {"type": "integer"},
+            "error": {"type": ["string", "null"]}}, ["message", "delivered", "status_code", "duration_ms"]))},
+            body=json_body(obj({"url": {"type": "string", "format": "uri"}, "event": {"type": "string"}}, ["url"],
+                               additional=False)), tags=webhooks)},
+        "/vms/list": {"get": operation("VMs of a vCenter", {"200": answer("VMs", obj({
+            "vms": array(ref("VmSummary")), "total": {"type": "integer"}}, ["vms", "total"]))},
+            parameters=credentials + [query("folder", {"type": "string"})], tags=vms)},
+        "/vms/info": {
+            "get": operation("One VM's hardware", {"200": answer("The VM", ref("VmInfo"))},
+                             parameters=credentials + [query("vm_path", {"type": "string"})], tags=vms),
+            "post": operation("One VM's hardware", {"200": answer("The VM", ref("VmInfo"))},
+                              body=json_body(ref("VmRequest")), tags=vms),
+        },
+        "/vms/shutdown": {"post": operation("Start a guest shutdown", {"202": answer("Started", message())},
+                                            body=json_body(ref("VmRequest")), tags=vms)},
+        "/vms/poweroff": {"post": operation("Power off (waits up to 60 s)", {"200": answer("Off", message())},
+                                            body=json_body(ref("VmRequest")), tags=vms)},
+        "/vms/remove-cdrom": {"post": operation("Remove CD-ROM devices", {"200": answer("Removed", message(
+            "count", count={"type": "integer"}))}, body=json_body(ref("VmRequest")), tags=vms)},
+        "/metrics": {"get": operation("Prometheus metrics (404 when disabled)", {"200": {
+            "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            tags=live)},
+        "/ws": {"get": operation("WebSocket: status, jobs, job_update, schedule_event (426 without an upgrade)", {
+            "101": answer("Switching to the WebSocket protocol")}, tags=live)},
+        "/openapi.json": {"get": operation("This document", {"200": answer("OpenAPI 3.1", {"type": "object"})})},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hypersdk", "version": version,
+                 "description": "Migrate VMware vSphere VMs onto KVM/libvirt hosts."},
+        "servers": [{"url": "/"}],
+        "security": [{}, {"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": _schemas(),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "auth.tokens; /health is always open"}}},
+    }
+
+
+class OpenAPIArea:
+    def __init__(self, version: str):
+        self._document = openapi_document(version)
+
+    def register(self, app) -> None:
+        app.route("/openapi.json", methods=["GET"], endpoint="openapi")(self.document)
+
+    def document(self, request):
+        return respond(request, self._document)
