@@ -42,10 +42,13 @@ class UpgradeRequired(HyperSDKError):
     code = "upgrade_required"
 
 
+# Not named ``log``: Autobahn keeps its own (txaio) logger there, whose debug lines
+# (the raw opening handshake, a ?token= included) must never reach our log.
+_log = Logger(namespace="hypersdk.api.ws")
+
+
 class LiveFeed(WebSocketServerFactory):
     """The factory and the hub: knows every client, feeds them from the event bus."""
-
-    log = Logger()
 
     def __init__(self, *, clock, bus: EventBus, status: Callable[[], dict], newest_jobs: Callable[[], Deferred],
                  max_clients: int = 1000, held_bytes_limit: int = HELD_BYTES_LIMIT):
@@ -127,8 +130,6 @@ class _Flow:
 
 
 class LiveProtocol(WebSocketServerProtocol):
-    log = Logger()
-
     def __init__(self):
         super().__init__()
         self.paused = False
@@ -148,7 +149,7 @@ class LiveProtocol(WebSocketServerProtocol):
         self._send_direct(feed.status_message())
         d = feed.newest_jobs()
         d.addCallback(lambda jobs: self._send_initial(feed.message("jobs", {"jobs": [job_json(j) for j in jobs]})))
-        d.addErrback(lambda f: self.log.failure("websocket: reading the newest jobs failed", f))
+        d.addErrback(lambda f: _log.failure("websocket: reading the newest jobs failed", f))
 
     def _send_initial(self, payload: bytes) -> None:
         self._send_direct(payload)
@@ -167,7 +168,7 @@ class LiveProtocol(WebSocketServerProtocol):
         self._held_bytes += size
         if self._held_bytes > self.factory.held_bytes_limit:
             self.factory.dropped_slow += 1
-            self.log.warn("websocket client {peer} dropped: {held} bytes of messages it could not take",
+            _log.warn("websocket client {peer} dropped: {held} bytes of messages it could not take",
                           peer=self.peer, held=self._held_bytes)
             self._held.clear()
             self.factory.clients.discard(self)
