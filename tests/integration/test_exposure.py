@@ -151,3 +151,19 @@ def test_the_api_over_tls(tmp_path):
             requests.get(d.url.replace("https://", "http://") + "/health", timeout=10)
     finally:
         d.close()
+
+
+def test_jobs_beyond_the_per_vcenter_limit_wait_in_the_queue(tmp_path, black_hole):
+    d = Daemon(tmp_path, {"worker_count": 3, "limits": {"jobs_per_vcenter": 1},
+                          "pipeline": {"connect_timeout": 30}}).start()
+    try:
+        silent = {**JOB, "source": {**JOB["source"], "vcenter_url": f"https://{black_hole}"}}
+        first, second = d.submit(silent), d.submit(silent)
+        other = d.submit(JOB)  # another vCenter: not held back
+        wait_for(lambda: d.job(first)["status"] == "running", 10, "the first job to start")
+        wait_for(lambda: d.job(other)["status"] == "failed", 10, "the other vCenter's job to run")
+        assert d.job(second)["status"] == "pending"  # a worker is free, but its vCenter is at the limit
+        d.post("/jobs/cancel", {"job_ids": [first]})
+        wait_for(lambda: d.job(second)["status"] == "running", 10, "the second job to start")
+    finally:
+        d.close()
