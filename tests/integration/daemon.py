@@ -59,7 +59,11 @@ class Daemon:
                                         start_new_session=True)
         self._reader = threading.Thread(target=self._read_output, args=(self.process,), daemon=True)
         self._reader.start()
-        port = wait_for(lambda: self._port(), timeout, "the daemon to listen")
+        try:
+            port = wait_for(lambda: self._port(), timeout, "the daemon to listen")
+        except BaseException:
+            self.close()  # never leave a daemon behind a failed start
+            raise
         self.url = f"{self.scheme}://127.0.0.1:{port}"
         return self
 

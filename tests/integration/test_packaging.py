@@ -20,6 +20,8 @@ def test_wheel_installs_a_plugin_twistd_finds(tmp_path):
                and "__pycache__" not in p.parts}
     assert shipped - names == set()  # every module and schema file of src/ is in the wheel
     assert not any(name.startswith("tests/") for name in names)
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "hyperctl = hypersdk.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -32,3 +34,6 @@ def test_wheel_installs_a_plugin_twistd_finds(tmp_path):
     options = subprocess.run([str(Path(sys.executable).parent / "twistd"), "hypersdk", "--help"], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert "--config" in options.stdout and "--listen" in options.stdout
+    cli = subprocess.run([sys.executable, "-m", "hypersdk.cli", "--version"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert cli.stdout.startswith("hyperctl "), cli.stderr

@@ -1,0 +1,1 @@
+"""hyperctl: the command line for a running hypersdk daemon."""
