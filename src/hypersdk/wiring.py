@@ -19,6 +19,7 @@ from .api.guard import ApiToken, Guard
 from .api.jobs import JobsAPI
 from .api.metrics import MetricsArea, MetricsOnlyResource
 from .api.openapi import OpenAPIArea
+from .api.web import WebArea
 from .api.schedules import SchedulesAPI
 from .api.site import APISite, build_resource, route_templates
 from .api.status import StatusAPI
@@ -69,7 +70,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
     metrics_port = separate_metrics_port(config, listen)
     areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
-             VmsAPI(vsphere, frozenset(config.vcenters)), LiveArea(feed), OpenAPIArea(__version__)]
+             VmsAPI(vsphere, frozenset(config.vcenters)), LiveArea(feed), OpenAPIArea(__version__), WebArea()]
     if metrics is not None and metrics_port is None:
         areas.append(MetricsArea(metrics.registry))
     root = build_resource(status, *areas)

@@ -16,7 +16,7 @@ def test_wheel_installs_a_plugin_twistd_finds(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted/plugins/hypersdk_plugin.py" in names
     source = REPO / "src"
-    shipped = {str(p.relative_to(source)) for p in source.rglob("*") if p.suffix in (".py", ".sql")
+    shipped = {str(p.relative_to(source)) for p in source.rglob("*") if p.suffix in (".py", ".sql", ".html", ".js", ".css")
                and "__pycache__" not in p.parts}
     assert shipped - names == set()  # every module and schema file of src/ is in the wheel
     assert not any(name.startswith("tests/") for name in names)

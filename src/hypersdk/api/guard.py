@@ -1,6 +1,6 @@
 """Who may call what, and how often: API tokens with roles, and a token bucket per client address.
 
-Checked for every request before routing. ``/health`` is always open. A ``read``
+Checked for every request before routing. ``/health`` and the dashboard's files are always open. A ``read``
 token may use GET endpoints, the WebSocket and the two read-only POSTs
 (``/jobs/query``, ``/vms/info``); an ``admin`` token may use everything. Tokens
 come in ``Authorization: Bearer``, and for the WebSocket also as ``?token=``.
@@ -17,7 +17,8 @@ from twisted.logger import Logger
 
 from ..errors import Forbidden, TooManyRequests, Unauthorized
 
-OPEN_PATHS = (b"/health",)
+OPEN_PATHS = (b"/health", b"/")  # the dashboard's page and files hold no data: it asks for a token
+OPEN_PREFIXES = (b"/static/",)
 READ_ONLY_POSTS = (b"/jobs/query", b"/vms/info")
 READ, ADMIN = "read", "admin"
 MAX_TRACKED_CLIENTS = 10_000
@@ -48,7 +49,7 @@ class Guard:
 
     def check(self, request) -> None:
         """Raise the error to answer with, or return to let the request through."""
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return
         client = getattr(request.getClientAddress(), "host", "-")
         if self._rate is not None:

@@ -322,6 +322,12 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/ws": {"get": operation("WebSocket: status, jobs, job_update, schedule_event (426 without an upgrade)", {
             "101": answer("Switching to the WebSocket protocol")}, tags=live)},
         "/openapi.json": {"get": operation("This document", {"200": answer("OpenAPI 3.1", {"type": "object"})})},
+        "/": {"get": operation("The dashboard (no token needed for its files)", {"200": {
+            "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}})},
+        "/static/{name}": {"get": operation("The dashboard's script and style sheet", {"200": {
+            "description": "The file", "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                  "text/css": {"schema": {"type": "string"}}}}},
+            parameters=[path_id("name", {"type": "string"})])},
     }
     return {
         "openapi": "3.1.0",
