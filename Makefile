@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl
 # What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges.
 TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
-	libxml2-utils dnsmasq-base iproute2 chromium
+	libxml2-utils dnsmasq-base iproute2 chromium dbus
 # virt-v2v with what it recommends (a kernel for the libguestfs appliance); optional for `make run`.
 V2V_PACKAGES := virt-v2v libguestfs-tools
 

@@ -101,6 +101,23 @@ class AuthConfig:
 
 
 @frozen
+class InhibitConfig:
+    enabled: bool = True
+    what: str = field(default="shutdown:sleep", metadata=_check(
+        lambda w: all(p in ("shutdown", "sleep", "idle", "handle-power-key", "handle-suspend-key",
+                            "handle-hibernate-key", "handle-lid-switch") for p in w.split(":")),
+        "must be a colon-separated list of logind lock types such as shutdown:sleep"))
+    mode: Literal["delay", "block"] = "delay"
+
+
+@frozen
+class DBusConfig:
+    enabled: bool = False
+    bus: str = field(default="system", metadata=_check(bool, "must be system, session or a D-Bus address"))
+    inhibit: InhibitConfig = field(factory=InhibitConfig)  # a logind lock while migrations run
+
+
+@frozen
 class VCenterConfig:
     url: str
     username: str
@@ -135,6 +152,7 @@ class Config:
     limits: LimitsConfig = field(factory=LimitsConfig)
     metrics: MetricsConfig = field(factory=MetricsConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    dbus: DBusConfig = field(factory=DBusConfig)
     webhook_settings: WebhookSettings = field(factory=WebhookSettings, metadata={"not_a_key": True})
     vcenters: dict[str, VCenterConfig] = field(factory=dict)
     vddk: VddkConfig = field(factory=VddkConfig)

@@ -21,7 +21,7 @@ class HyperSDKService(MultiService):
     log = Logger()
 
     def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, webhooks=None, log_observer=None, workers=(),
-                 feed=None, metrics_listener=None, notifier=None):
+                 feed=None, metrics_listener=None, notifier=None, dbus=None):
         super().__init__()
         self._reactor = reactor
         self._endpoint = endpoint
@@ -36,6 +36,7 @@ class HyperSDKService(MultiService):
         self._feed = feed  # the WebSocket feed: started and stopped here (twisted.web does not)
         self._metrics_listener = metrics_listener  # (endpoint, site) when metrics have a port of their own
         self._metrics_port = None
+        self._dbus = dbus  # org.hypersdk.Daemon1 and the logind lock, when configured
         self._notifier = notifier  # systemd: READY=1 once listening, STOPPING=1, STATUS=, WATCHDOG=1
         self._port = None
         self.ready: Deferred = Deferred()
@@ -64,6 +65,8 @@ class HyperSDKService(MultiService):
             await self._scheduler.start()
         if self._feed is not None:
             self._feed.start()
+        if self._dbus is not None:
+            await self._dbus.start()
         if self._metrics_listener is not None:
             endpoint, site = self._metrics_listener
             self._metrics_port = await endpoint.listen(site)
@@ -97,6 +100,8 @@ class HyperSDKService(MultiService):
             await self._metrics_port.stopListening()
         if self._feed is not None:
             self._feed.stop()
+        if self._dbus is not None:
+            self._dbus.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         await self._manager.stop()

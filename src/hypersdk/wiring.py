@@ -106,6 +106,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         feed=feed,
         metrics_listener=metrics_listener,
         notifier=notifier,
+        dbus=dbus_service(config, reactor, bus, manager, status.status_body),
     )
     return service
 
@@ -185,3 +186,13 @@ def status_line(manager: JobManager) -> str:
     s = manager.status()
     return (f"{s['running_jobs']} running, {s['pending_jobs']} pending, {s['completed_jobs']} completed,"
             f" {s['failed_jobs']} failed")
+
+
+def dbus_service(config: Config, reactor, bus: EventBus, manager: JobManager, status) -> "DBusService | None":
+    if not config.dbus.enabled:
+        return None
+    from .bus.service import DBusService  # txdbus only when D-Bus is wanted
+
+    inhibit = config.dbus.inhibit
+    return DBusService(reactor, bus, manager, status, address=config.dbus.bus,
+                       inhibit={"what": inhibit.what, "mode": inhibit.mode} if inhibit.enabled else None)
