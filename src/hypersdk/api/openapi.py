@@ -116,6 +116,8 @@ def _schemas() -> dict[str, Any]:
         "total_bytes": {"type": "integer", "minimum": 0},
         "disk_index": {"type": "integer", "minimum": 0},
         "disk_count": {"type": "integer", "minimum": 0},
+        "disk_current_bytes": {"type": "integer", "minimum": 0},
+        "disk_total_bytes": {"type": "integer", "minimum": 0},
         "rate_bytes_per_second": {"type": "integer", "minimum": 0},
         "eta_seconds": {"type": ["integer", "null"]},
         "message": {"type": "string"},

@@ -17,6 +17,8 @@ def progress_json(p: Progress) -> dict[str, Any]:
         "total_bytes": p.total_bytes,
         "disk_index": p.disk_index,
         "disk_count": p.disk_count,
+        "disk_current_bytes": p.disk_current_bytes,
+        "disk_total_bytes": p.disk_total_bytes,
         "rate_bytes_per_second": round(p.rate_bytes_per_second),
         "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds),
         "message": p.message,

@@ -53,8 +53,11 @@ def progress_lines(job: dict) -> list[str]:
     lines = [f"{job['id'][:8]}  {name}  {bar(p['percent_complete'])} {p['percent_complete']:5.1f}%  "
              f"{job['status']}/{p['stage']}"]
     if p.get("disk_count"):
-        lines.append(f"          disk {p['disk_index'] + 1}/{p['disk_count']}  {size(p['current_bytes'])} of "
-                     f"{size(p['total_bytes'])}  {size(p['rate_bytes_per_second'])}/s  ETA {duration(p['eta_seconds'])}")
+        disk_total = p.get("disk_total_bytes") or 0
+        disk_percent = 100.0 * p.get("disk_current_bytes", 0) / disk_total if disk_total else 0.0
+        lines.append(f"          disk {p['disk_index'] + 1}/{p['disk_count']} {bar(disk_percent, 20)} "
+                     f"{size(p.get('disk_current_bytes'))} of {size(disk_total)}  "
+                     f"{size(p['rate_bytes_per_second'])}/s  ETA {duration(p['eta_seconds'])}")
     return lines
 
 

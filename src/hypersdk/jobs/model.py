@@ -36,6 +36,8 @@ class Progress:
     total_bytes: int = 0
     disk_index: int = 0
     disk_count: int = 0
+    disk_current_bytes: int = 0  # of the disk being copied (disk_index)
+    disk_total_bytes: int = 0
     rate_bytes_per_second: float = 0.0
     eta_seconds: Optional[float] = None
     message: str = ""

@@ -120,11 +120,14 @@ class TransferProgress:
         now = self._seconds()
         self._meter.add(now, done)
         fraction = done / self._total if self._total else 1.0
+        disk_size = self._sizes[self._index] if self._sizes else 0
         self._reporter.update(
             current_bytes=done,
             total_bytes=self._total,
             disk_index=self._index,
             disk_count=len(self._sizes),
+            disk_current_bytes=min(disk_size, max(0, done - self._done_before)),
+            disk_total_bytes=disk_size,
             rate_bytes_per_second=self._meter.rate(),
             eta_seconds=self._meter.eta(self._total - done),
             percent_complete=self._low + (self._high - self._low) * fraction,

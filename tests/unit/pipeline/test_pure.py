@@ -116,12 +116,14 @@ def test_transfer_progress_spans_disks_by_size():
     progress.start_disk(0)
     clock.advance(1)
     progress.disk_percent(50)
+    assert (updates[-1].disk_current_bytes, updates[-1].disk_total_bytes) == (50, 100)
     clock.advance(1)
     progress.start_disk(1)
     clock.advance(1)
     progress.disk_percent(100)
     last = updates[-1]
     assert (last.current_bytes, last.total_bytes, last.disk_index, last.disk_count) == (400, 400, 1, 2)
+    assert (last.disk_current_bytes, last.disk_total_bytes) == (300, 300)
     assert last.percent_complete == 100.0 and last.eta_seconds == 0
     assert [u.current_bytes for u in updates] == sorted(u.current_bytes for u in updates)
 
