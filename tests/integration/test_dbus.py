@@ -1,14 +1,16 @@
 """org.hypersdk.Daemon1 on a private D-Bus, and the logind inhibitor lock checked against a stand-in logind."""
 
 import json
+import shutil
 import subprocess
+import tempfile
+import threading
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.daemon import REPO, Daemon, wait_for
-from tests.integration.polling import wait_for as poll  # noqa: F401
 
 HERE = Path(__file__).parent
 JOB_FAILS = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9",
@@ -21,8 +23,6 @@ class Lines:
     """A child process whose stdout lines (JSON) are collected as they come."""
 
     def __init__(self, argv, **kw):
-        import threading
-
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **kw)
         self.lines: list = []
         threading.Thread(target=lambda: [self.lines.append(json.loads(line)) for line in self.process.stdout],
@@ -135,3 +135,38 @@ def test_the_shipped_bus_policy_is_accepted_by_dbus_daemon(tmp_path):
     finally:
         bus.kill()
         bus.wait(10)
+
+
+def test_the_policy_lets_anyone_read_the_status_but_only_its_group_submit(tmp_path):
+    sockets = Path(tempfile.mkdtemp(prefix="hypersdk-bus-"))  # pytest's directories are private to root
+    sockets.chmod(0o755)  # the unprivileged caller must reach the socket
+    config = tmp_path / "bus.conf"
+    config.write_text(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>custom</type><listen>unix:dir={sockets}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow user="*"/><allow send_destination="*"/><allow receive_sender="*"/></policy>
+<include>{REPO / "etc" / "dbus-org.hypersdk.Daemon1.conf"}</include></busconfig>""")
+    bus = subprocess.Popen(["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1", "--nopidfile"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = bus.stdout.readline().strip()
+    d = Daemon(tmp_path / "d", {"dbus": {"enabled": True, "bus": address, "inhibit": {"enabled": False}}})
+    (tmp_path / "d").mkdir()
+    try:
+        d.start()
+
+        def call_as_nobody(member, *args):
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send",
+                                   f"--bus={address}", "--print-reply", "--dest=org.hypersdk.Daemon1",
+                                   "/org/hypersdk/Daemon1", f"org.hypersdk.Daemon1.{member}", *args],
+                                  capture_output=True, text=True, timeout=30)
+
+        status = call_as_nobody("GetStatus")
+        assert status.returncode == 0 and "worker_count" in status.stdout, status.stderr
+        submit = call_as_nobody("SubmitJob", f"string:{json.dumps(JOB_FAILS)}")
+        assert submit.returncode != 0 and "AccessDenied" in submit.stderr
+        assert d.get("/status").json()["total_jobs"] == 0  # nothing was submitted
+    finally:
+        d.close()
+        bus.kill()
+        bus.wait(10)
+        shutil.rmtree(sockets, ignore_errors=True)
