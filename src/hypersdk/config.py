@@ -58,6 +58,9 @@ class LimitsConfig:
     jobs_per_vcenter: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
     max_body_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     websocket_clients: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 100_000, "must be 1..100000"))
+    # WebSocket pings, and how long a client may leave one unanswered before it is closed
+    websocket_ping_interval: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    websocket_ping_timeout: float = field(default=60.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     # unsent messages a WebSocket client may hold before it is dropped as too slow
     websocket_send_buffer_bytes: int = field(default=1024 * 1024, metadata=_check(lambda n: n >= 4096, "must be >= 4096"))
 

@@ -66,7 +66,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     status = StatusAPI(manager, store, reactor, started_at=reactor.seconds())
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,
-                    held_bytes_limit=config.limits.websocket_send_buffer_bytes)
+                    held_bytes_limit=config.limits.websocket_send_buffer_bytes,
+                    ping_every=config.limits.websocket_ping_interval, ping_timeout=config.limits.websocket_ping_timeout)
     metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
     metrics_port = separate_metrics_port(config, listen)
     areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),

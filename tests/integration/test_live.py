@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -252,3 +253,29 @@ def test_schedule_runs_reach_websocket_clients(daemon):
             [("ws-watch", "triggered", job_ids), ("ws-watch", "failed", job_ids)]
     finally:
         watcher.kill()
+
+
+def test_clients_that_stop_answering_pings_are_closed_and_the_others_stay(tmp_path):
+    d = Daemon(tmp_path, {"limits": {"websocket_ping_interval": 1, "websocket_ping_timeout": 2}}).start()
+    try:
+        silent = raw_ws_connection(d.url)  # completes the handshake, then never answers a ping
+        polite = start_ws_client(d.url, "--until-status", "none", "--seconds", "8")  # Autobahn answers pings
+        silent.settimeout(10)
+        started = time.monotonic()
+        received = b""
+        while True:
+            try:
+                chunk = silent.recv(65536)
+            except ConnectionResetError:  # closed by an abort rather than a FIN: closed all the same
+                break
+            if not chunk:
+                break
+            received += chunk
+        closed_after = time.monotonic() - started
+        assert 2 <= closed_after < 6, closed_after
+        assert b"\x89" in received  # it was pinged (opcode 9) before being closed
+        assert polite.poll() is None  # the answering client is still connected
+    finally:
+        polite.kill()
+        silent.close()
+        d.close()

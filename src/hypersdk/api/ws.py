@@ -51,10 +51,11 @@ class LiveFeed(WebSocketServerFactory):
     """The factory and the hub: knows every client, feeds them from the event bus."""
 
     def __init__(self, *, clock, bus: EventBus, status: Callable[[], dict], newest_jobs: Callable[[], Deferred],
-                 max_clients: int = 1000, held_bytes_limit: int = HELD_BYTES_LIMIT):
+                 max_clients: int = 1000, held_bytes_limit: int = HELD_BYTES_LIMIT, ping_every: float = PING_EVERY,
+                 ping_timeout: float = PING_TIMEOUT):
         super().__init__()
         self.protocol = LiveProtocol
-        self.setProtocolOptions(autoPingInterval=PING_EVERY, autoPingTimeout=PING_TIMEOUT)
+        self.setProtocolOptions(autoPingInterval=ping_every, autoPingTimeout=ping_timeout)
         self._clock = clock
         self._bus = bus
         self._status = status

@@ -98,6 +98,8 @@ function renderDetail() {
   $('#detail-id').textContent = job.id;
   const fields = [['VM', job.definition.vm_path], ['Status', job.status], ['Stage', job.progress.stage],
     ['Copied', `${size(job.progress.current_bytes)} of ${size(job.progress.total_bytes)}`],
+    ['Disk', job.progress.disk_count ? `${job.progress.disk_index + 1} of ${job.progress.disk_count}: `
+      + `${size(job.progress.disk_current_bytes)} of ${size(job.progress.disk_total_bytes)}` : '-'],
     ['Created', job.created_at], ['Started', job.started_at], ['Ended', job.completed_at]];
   if (job.error) fields.push(['Error', job.error]);
   if (job.result) fields.push(['Result', el('pre', {}, JSON.stringify(job.result, null, 2))]);
