@@ -84,11 +84,13 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                       schedule_stats=scheduler.stats)
         on_request = request_observer(metrics, route_templates(root))
         if metrics_port is not None:
-            endpoint = serverFromString(reactor, f"tcp:{metrics_port}:interface={listen_interface(listen)}")
+            kind = "tcp6" if listen.startswith("tcp6:") else "tcp"
+            endpoint = serverFromString(reactor, f"{kind}:{metrics_port}:interface={listen_interface(listen)}")
             metrics_listener = (endpoint, Site(MetricsOnlyResource(metrics.registry)))
     guard = Guard([ApiToken(t.name, read_token(t), t.role) for t in config.auth.tokens], reactor,
                   requests_per_second=config.limits.requests_per_second, burst=config.limits.burst,
-                  on_denied=metrics.count_denied if metrics is not None else lambda reason: None)
+                  on_denied=metrics.count_denied if metrics is not None else lambda reason: None,
+                  loopback_hosts_only=not config.auth.tokens and not config.auth.allow_anonymous)
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
                    access_log=config.log.level in ("debug", "info"), on_request=on_request, guard=guard)
     notifier = Notifier(reactor, status=lambda: status_line(manager))
@@ -153,9 +155,13 @@ def newest_jobs(manager: JobManager):
     return read
 
 
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+
+
 def request_observer(metrics: Metrics, template):
     def observe(request, seconds: float) -> None:
         method = request.method.decode("ascii", "replace")
+        method = method if method in KNOWN_METHODS else "other"  # any token is a method: bounded labels
         metrics.observe_request(method, template(method, request.path.decode("utf-8", "replace")), request.code,
                                 seconds)
 
@@ -163,12 +169,13 @@ def request_observer(metrics: Metrics, template):
 
 
 def listen_port(listen: str):
-    match = re.match(r"^(?:tcp|ssl):(?:port=)?(\d+)", listen)
+    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen)
     return int(match.group(1)) if match else None
 
 
 def listen_interface(listen: str) -> str:
-    match = re.search(r"interface=([^:]+)", listen)
+    """The interface= of an endpoint string, colons still escaped (\\:) as endpoint strings need them."""
+    match = re.search(r"(?<![A-Za-z])interface=((?:\\:|[^:])+)", listen)
     return match.group(1) if match else "127.0.0.1"
 
 

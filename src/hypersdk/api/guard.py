@@ -35,8 +35,11 @@ class Guard:
     log = Logger()
 
     def __init__(self, tokens: list[ApiToken], clock, *, requests_per_second: Optional[float] = None,
-                 burst: int = 20, on_denied: Callable[[str], None] = lambda reason: None):
+                 burst: int = 20, on_denied: Callable[[str], None] = lambda reason: None,
+                 loopback_hosts_only: bool = False):
         self._tokens = [(t, t.secret.encode()) for t in tokens]
+        # Without tokens on loopback, a Host naming anything else is a DNS-rebinding page, not a local tool.
+        self._loopback_hosts_only = loopback_hosts_only
         self._clock = clock
         self._rate = requests_per_second
         self._burst = burst
@@ -54,6 +57,7 @@ class Guard:
         client = getattr(request.getClientAddress(), "host", "-")
         if self._rate is not None:
             self._take(client)
+        self._same_origin(request, client)
         if not self._tokens:
             return
         presented = self._presented(request)
@@ -67,6 +71,18 @@ class Guard:
             self._denied("read-only token", client, request, token.name)
             raise Forbidden(f"token {token.name!r} may only read; "
                             f"{request.method.decode()} {request.path.decode('utf-8', 'replace')} needs an admin token")
+
+    def _same_origin(self, request, client: str) -> None:
+        """Browsers name the page that sends a request in Origin: another site's page may not write to
+        the daemon or read its WebSocket (with or without tokens)."""
+        host = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+        if self._loopback_hosts_only and _hostname(host) not in _LOOPBACK_NAMES and not _hostname(host).startswith("127."):
+            self._denied("foreign Host header", client, request)
+            raise Forbidden(f"Host {host!r} is not this daemon's: without tokens it only answers to localhost")
+        origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip().lower()
+        if origin and (request.path == b"/ws" or not _read_only(request)) and origin.split("://", 1)[-1] != host:
+            self._denied("cross-origin", client, request)
+            raise Forbidden(f"requests from the page at {origin} are refused: it is not served by this daemon")
 
     def _presented(self, request) -> Optional[bytes]:
         header = request.getHeader(b"authorization") or b""
@@ -104,15 +120,20 @@ class Guard:
             wait = math.ceil((1.0 - tokens) / self._rate)
             raise TooManyRequests(f"too many requests from {client}: at most {self._rate:g} per second"
                                   f" (burst {self._burst}); retry in {wait} s", retry_after=wait)
+        self._buckets.pop(client, None)  # re-inserted last: the dict's order is least recently seen first
         self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > MAX_TRACKED_CLIENTS:
-            self._forget_full(now)
+        while len(self._buckets) > MAX_TRACKED_CLIENTS:  # forget the longest silent client
+            del self._buckets[next(iter(self._buckets))]
 
-    def _forget_full(self, now: float) -> None:
-        """Drop clients whose bucket has refilled: they would start full anyway."""
-        for client, (tokens, last) in list(self._buckets.items()):
-            if tokens + (now - last) * self._rate >= self._burst:
-                del self._buckets[client]
+
+_LOOPBACK_NAMES = ("localhost", "::1", "[::1]", "")
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8080" -> "[::1]")."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _read_only(request) -> bool:

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import RequestRedirect
 
 from ..errors import HyperSDKError, InvalidRequest, UnsupportedMediaType
 
@@ -81,7 +82,7 @@ def error_response(request, failure) -> bytes:
             {"error": f"method {request.method.decode()} is not allowed here; use {', '.join(allowed)}", "code": "method_not_allowed"},
             405,
         )
-    if isinstance(e, RouteNotFound):
+    if isinstance(e, (RouteNotFound, RequestRedirect)):  # werkzeug "redirects" /jobs//query: no such endpoint
         return respond(request, {"error": f"no such endpoint: {request.path.decode('utf-8', 'replace')}", "code": "route_not_found"}, 404)
     if isinstance(e, CancelledError):
         return b""  # the client went away; nobody reads this

@@ -150,7 +150,11 @@ class LiveProtocol(WebSocketServerProtocol):
         self._send_direct(feed.status_message())
         d = feed.newest_jobs()
         d.addCallback(lambda jobs: self._send_initial(feed.message("jobs", {"jobs": [job_json(j) for j in jobs]})))
-        d.addErrback(lambda f: _log.failure("websocket: reading the newest jobs failed", f))
+        d.addErrback(self._initial_failed)
+
+    def _initial_failed(self, failure) -> None:
+        _log.failure("websocket: reading the newest jobs failed", failure)
+        self._send_initial(self.factory.message("jobs", {"jobs": []}))  # live updates still flow
 
     def _send_initial(self, payload: bytes) -> None:
         self._send_direct(payload)
@@ -162,6 +166,8 @@ class LiveProtocol(WebSocketServerProtocol):
             self.sendMessage(payload)
 
     def send_prepared(self, prepared, size: int) -> None:
+        if self.state != self.STATE_OPEN:
+            return  # closing: no more data frames
         if self.ready and not self.paused and not self._held:
             self.sendPreparedMessage(prepared)
             return

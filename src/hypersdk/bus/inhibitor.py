@@ -35,6 +35,11 @@ class Inhibitor:
     def held(self) -> bool:
         return self._fd is not None
 
+    def jobs_running(self) -> None:
+        """Take the lock now if jobs already run (they started before D-Bus was connected)."""
+        if self._running_jobs() > 0 and self._fd is None and not self._asking:
+            self._take()
+
     def on_event(self, event: Event) -> None:
         if event.type == events.JOB_STARTED and self._fd is None and not self._asking:
             self._take()
@@ -45,7 +50,9 @@ class Inhibitor:
         self._asking = True
         d = self._conn.callRemote(LOGIND_PATH, "Inhibit", interface=LOGIND_MANAGER, destination=LOGIND,
                                   signature="ssss", body=[self._what, "hypersdk", "VM migrations are running",
-                                                          self._mode], timeout=10)
+                                                          self._mode])
+        # No timeout: a reply arriving after one would carry a descriptor nobody closes (a lock held
+        # forever). Stopping disconnects, which fails the call.
         d.addCallbacks(self._taken, self._refused)
 
     def _taken(self, fd: int) -> None:

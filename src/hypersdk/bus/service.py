@@ -131,6 +131,7 @@ class DBusService:
         if self._inhibit is not None:
             self._inhibitor = Inhibitor(self._conn, lambda: self._manager.status()["running_jobs"], **self._inhibit)
             self._unsubscribe.append(self._bus.subscribe(self._inhibitor.on_event))
+            self._inhibitor.jobs_running()
         self.log.info("D-Bus: {name} on the {bus} bus", name=NAME, bus=self._address)
 
     def stop(self) -> None:

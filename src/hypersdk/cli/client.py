@@ -43,6 +43,11 @@ class ApiClient:
             raise CliError(f"cannot reach the daemon at {self.url}: {_reason(e)}", CONNECTION)
         except requests.exceptions.Timeout:
             raise CliError(f"the daemon at {self.url} did not answer within {self.timeout:g} s", CONNECTION)
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as e:
+            raise CliError(f"--url {self.url!r} is not a daemon address such as http://127.0.0.1:8080 ({e})", USAGE)
+        except requests.exceptions.RequestException as e:
+            raise CliError(f"cannot talk to the daemon at {self.url}: {_reason(e)}", CONNECTION)
         try:
             data = response.json()
         except ValueError:
@@ -51,6 +56,9 @@ class ApiClient:
             error = data.get("error") if isinstance(data, dict) else response.text.strip()[:200]
             hint = " (set --token or HYPERSDK_TOKEN)" if response.status_code == 401 else ""
             raise CliError(f"{method} {path}: {response.status_code} {response.reason}: {error}{hint}")
+        if data is None:
+            raise CliError(f"{self.url} answered {method} {path} with something other than JSON: is it a hypersdk "
+                           "daemon?", CONNECTION)
         return data
 
     def ws_url(self) -> str:

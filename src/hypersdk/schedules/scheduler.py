@@ -155,8 +155,10 @@ class Scheduler:
             secrets = secrets_of(changes.template)
             if changes.template.source.password == REDACTED:  # sent back as GET shows it: keep the stored one
                 secrets = None
+                _same_login(self.get(schedule_id).job_template, changes.template)
                 if "source.password" not in await self._store.secrets(schedule_id):
                     raise InvalidField("job_template.source.password", f"is {REDACTED!r} but none is stored")
+                self.get(schedule_id)  # still there after the wait
         values = {k: getattr(changes, k) for k in ("name", "description", "cron", "timezone", "enabled", "missed_runs")
                   if getattr(changes, k) is not None}
         if changes.template is not None:
@@ -184,6 +186,7 @@ class Scheduler:
         return await self._run(schedule_id, BY_TRIGGER, raise_errors=True)
 
     async def _save(self, schedule_id: str, values: dict[str, Any], secrets=None) -> Schedule:
+        self.get(schedule_id)
         now = self._clock.seconds()
         schedule = evolve(self._schedules[schedule_id], **values, updated_at=now)
         schedule = self._change(schedule_id, **values, updated_at=now, next_run=_next_run(schedule, now))
@@ -251,7 +254,11 @@ class Scheduler:
             self._follow(active)
             schedule = self._change(schedule_id, last_run=now, run_count=self._schedules[schedule_id].run_count + 1,
                                     last_job_ids=job_ids)
-            active.run = await self._store.record_run(active.run, schedule)
+            try:
+                active.run = await self._store.record_run(active.run, schedule)
+            except BaseException:
+                self._unfollow(active)  # else the schedule would stay "busy" with a run nobody can finish
+                raise
         finally:
             self._starting.discard(schedule_id)
         self.log.info("schedule {schedule_id} ran ({trigger}): {count} job(s)", schedule_id=schedule_id,
@@ -292,6 +299,12 @@ class Scheduler:
         for job_id in active.remaining:
             self._run_of_job[job_id] = active
 
+    def _unfollow(self, active: _ActiveRun) -> None:
+        if self._active.get(active.run.schedule_id) is active:
+            del self._active[active.run.schedule_id]
+        for job_id in active.remaining:
+            self._run_of_job.pop(job_id, None)
+
     def _on_event(self, event: Event) -> None:
         if event.type not in _FINISHED_EVENTS:
             return
@@ -326,16 +339,18 @@ class Scheduler:
         self._publish(schedule_id, "completed" if outcome == SUCCEEDED else "failed", run.job_ids, run.id, reason)
 
     async def _resume(self, run: ScheduleRun) -> None:
-        """Follow a run a previous process left unfinished: its jobs may have ended since."""
-        active = _ActiveRun(run, set())
+        """Follow a run a previous process left unfinished: its jobs may have ended since, or end
+        while we look (the job manager runs already), so follow first, then settle what has ended."""
+        active = _ActiveRun(run, set(run.job_ids))
+        self._follow(active)
         for job_id in run.job_ids:
             job = await self._jobs.get(job_id)
-            if job is not None and job.status in ("pending", "running"):
-                active.remaining.add(job_id)
-            elif job is None or job.status != COMPLETED:
-                active.failed.append(job_id)
-        self._follow(active)
-        if not active.remaining:
+            if (job is None or job.status not in ("pending", "running")) and job_id in active.remaining:
+                self._run_of_job.pop(job_id, None)
+                active.remaining.discard(job_id)
+                if job is None or job.status != COMPLETED:
+                    active.failed.append(job_id)
+        if not active.remaining and self._active.get(run.schedule_id) is active:
             await self._finish(active)
 
     async def _record_skip(self, schedule_id: str, trigger: str, reason: str) -> ScheduleRun:
@@ -361,6 +376,17 @@ class Scheduler:
     def _publish(self, schedule_id: str, event: str, job_ids, run_id, reason: Optional[str] = None) -> None:
         subject = ScheduleEvent(schedule_id, event, tuple(job_ids), run_id, reason)
         self._bus.publish(Event(events.SCHEDULE_EVENTS[event], self._clock.seconds(), subject))
+
+
+def _same_login(stored: dict[str, Any], template) -> None:
+    """The stored password is kept only for the vCenter and user it was given for: a template that
+    points elsewhere must bring its own, or anyone allowed to edit could send it to their own host."""
+    before = stored.get("source", {})
+    after = template.source
+    if (before.get("vcenter_url"), before.get("vcenter"), before.get("username")) != \
+            (after.vcenter_url, after.vcenter, after.username):
+        raise InvalidField("job_template.source.password",
+                           f"is {REDACTED!r}, but vcenter_url, vcenter or username changed: send the password")
 
 
 def _next_run(schedule: Schedule, now: float) -> Optional[float]:

@@ -101,8 +101,10 @@ def _thd_record_run(db: sqlite3.Connection, box: SecretBox, run: ScheduleRun, sc
             cursor = db.execute("INSERT INTO schedule_runs (schedule_id, trigger, started_at, finished_at, outcome,"
                                 " job_ids, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", (run.schedule_id,) + values)
             run_id = cursor.lastrowid
-            db.execute("DELETE FROM schedule_runs WHERE schedule_id = ? AND id <= ?",
-                       (run.schedule_id, run_id - KEEP_RUNS))
+            db.execute(  # keep this schedule's newest KEEP_RUNS ended runs, and any still running
+                "DELETE FROM schedule_runs WHERE schedule_id = ? AND outcome != ? AND id NOT IN"
+                " (SELECT id FROM schedule_runs WHERE schedule_id = ? ORDER BY id DESC LIMIT ?)",
+                (run.schedule_id, RUNNING, run.schedule_id, KEEP_RUNS))
         else:
             run_id = run.id
             db.execute("UPDATE schedule_runs SET trigger = ?, started_at = ?, finished_at = ?, outcome = ?,"

@@ -69,8 +69,10 @@ function renderJobs() {
   const rows = [...state.jobs.values()].sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 100);
   $('#jobs tbody').replaceChildren(...rows.map((job) => {
     const p = job.progress;
+    const fill = el('div');
+    fill.style.width = `${p.percent_complete}%`;  // a property, not a style attribute: the page's CSP forbids those
     const bar = el('div', { class: `bar ${job.status}`, role: 'progressbar', 'aria-valuenow': p.percent_complete.toFixed(1) },
-      el('div', { style: `width: ${p.percent_complete}%` }));
+      fill);
     const active = job.status === 'pending' || job.status === 'running';
     const cancel = active ? el('button', { class: 'cancel', onclick: (e) => { e.stopPropagation(); cancelJob(job.id); } }, 'Cancel') : '';
     return el('tr', { class: 'job', 'data-id': job.id, onclick: () => { state.selected = job.id; renderDetail(); } },

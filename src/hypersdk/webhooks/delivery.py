@@ -48,6 +48,7 @@ class _Hook:
     webhook: Webhook
     queue: deque = field(factory=deque)  # of Delivery; queue[0] is being sent
     sender: Optional[Deferred] = None
+    deleted: bool = False
     counts: dict = field(factory=lambda: dict.fromkeys((DELIVERED, FAILED, DROPPED, "attempts"), 0))
 
 
@@ -121,6 +122,7 @@ class WebhookService:
         if hook.webhook.origin != API:
             raise Conflict(f"webhook {index} is defined in the configuration file: remove it there")
         self._hooks.remove(hook)
+        hook.deleted = True  # before the cancel: a cancelled attempt must not count as a failure to retry
         hook.queue.clear()
         if hook.sender is not None:
             hook.sender.cancel()
@@ -229,7 +231,9 @@ class WebhookService:
         """Attempts until one succeeds or the retries are spent; each attempt is stored."""
         webhook = hook.webhook
         while True:
-            attempt = await self._attempt(webhook, delivery)
+            if hook.deleted or self._stopping:
+                raise CancelledError()
+            attempt = await self._attempt(webhook, delivery, hook)
             hook.counts["attempts"] += 1
             ok = attempt.error is None and rules.is_success(attempt.status_code or 0)
             retries_spent = len(delivery.attempts) >= webhook.retry_count  # attempts before this one
@@ -246,7 +250,7 @@ class WebhookService:
                 return delivery
             await deferLater(self._clock, rules.backoff(len(delivery.attempts), self._rng), lambda: None)
 
-    async def _attempt(self, webhook: Webhook, delivery: Delivery) -> Attempt:
+    async def _attempt(self, webhook: Webhook, delivery: Delivery, hook: Optional[_Hook] = None) -> Attempt:
         started, wall = self._clock.seconds(), time.monotonic()
         timed_out = []
 
@@ -264,8 +268,8 @@ class WebhookService:
         except Exception as e:  # treq may wrap a cancellation in a failure of its own
             if timed_out:
                 return ended(error=f"no answer within {webhook.timeout:g} s")
-            if isinstance(e, CancelledError) or self._stopping:
-                raise  # stopping or deleted: the delivery stays as it is
+            if isinstance(e, CancelledError) or self._stopping or (hook is not None and hook.deleted):
+                raise CancelledError() from None  # stopping or deleted: the delivery stays as it is
             if isinstance(e, _Refused):
                 return ended(error=f"{_REFUSED}: {e}")
             return ended(error=_describe(e))

@@ -67,3 +67,31 @@ def test_token_bucket_per_client_answers_429_with_retry_after():
     with pytest.raises(TooManyRequests):
         g.check(request())
     g.check(request(path=b"/health"))  # never limited
+
+
+def with_headers(r, **headers):
+    for name, value in headers.items():
+        r.requestHeaders.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
+    return r
+
+
+def test_pages_of_other_sites_may_not_write_or_open_the_websocket():
+    g = Guard([], Clock())
+    g.check(with_headers(request(method=b"POST", path=b"/jobs/submit"), host="127.0.0.1:8080"))  # curl: no Origin
+    g.check(with_headers(request(method=b"POST", path=b"/jobs/cancel"), host="127.0.0.1:8080",
+                         origin="http://127.0.0.1:8080"))  # the dashboard itself
+    with pytest.raises(Forbidden, match="http://evil.example"):
+        g.check(with_headers(request(method=b"POST", path=b"/schedules/x/trigger"), host="127.0.0.1:8080",
+                             origin="http://evil.example"))
+    with pytest.raises(Forbidden):
+        g.check(with_headers(request(path=b"/ws"), host="127.0.0.1:8080", origin="http://evil.example"))
+    g.check(with_headers(request(path=b"/status"), host="127.0.0.1:8080", origin="http://evil.example"))  # unreadable
+
+
+def test_without_tokens_only_localhost_names_are_answered():
+    g = Guard([], Clock(), loopback_hosts_only=True)
+    for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "localhost"):
+        g.check(with_headers(request(), host=host))
+    with pytest.raises(Forbidden, match="only answers to localhost"):
+        g.check(with_headers(request(), host="rebound.evil.example:8080"))  # DNS rebinding
+    g.check(with_headers(request(path=b"/health"), host="rebound.evil.example"))  # open paths stay open

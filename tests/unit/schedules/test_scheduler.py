@@ -246,3 +246,30 @@ def test_pending_jobs_of_a_run_block_the_next_run_too(w):
     assert result_of(w.manager.get(run.job_ids[0])).status == PENDING
     w.advance_to("2026-01-17T12:20:00+00:00")
     assert w.runs()[-1] == ("cron", "skipped")
+
+
+def test_a_redacted_password_is_kept_only_for_the_same_vcenter_and_user(w):
+    from hypersdk.errors import InvalidField
+
+    s = w.create()
+    t = copy.deepcopy(s.job_template)
+    t["source"]["vcenter_url"] = "attacker.example.com"
+    with pytest.raises(InvalidField, match="vcenter_url, vcenter or username changed: send the password"):
+        w.update(job_template=t)
+    assert w.scheduler.get("nightly").job_template["source"]["vcenter_url"] == "vcenter.example.com"
+
+
+def test_run_history_is_pruned_per_schedule_and_never_drops_a_running_run():
+    from hypersdk.schedules.model import ScheduleRun
+    from hypersdk.store.schedules import KEEP_RUNS
+
+    w = World()
+    w.create(id="a", schedule="*/10 * * * *")
+    w.create(id="b", schedule="@yearly", enabled=False)
+    w.advance_to("2026-01-17T12:10:00+00:00")  # a's run is running (its job never ends here)
+    b = w.scheduler.get("b")
+    for i in range(KEEP_RUNS + 5):
+        result_of(w.store.record_run(ScheduleRun("b", "trigger", 1.0 + i, "skipped", finished_at=1.0 + i), b))
+    w.advance_to("2026-01-17T12:20:00+00:00")  # a skips: its history is pruned, its running run stays
+    assert [r.schedule_id for r in result_of(w.store.open_runs())] == ["a"]
+    assert len(result_of(w.store.runs("b", limit=1000))) == KEEP_RUNS

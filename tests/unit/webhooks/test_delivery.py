@@ -271,3 +271,16 @@ def test_schedule_events_carry_the_run():
     assert w.receiver.received[0]["body"]["data"] == {
         "schedule_id": "nightly", "event": "failed", "job_ids": ["j1", "j2"], "run_id": 7,
         "reason": "1 of 2 job(s) did not complete: j2"}
+
+
+def test_deleting_a_webhook_stops_its_delivery_at_once():
+    from hypersdk.webhooks.definition import parse_webhook
+
+    w = World(hooks=[])
+    result_of(w.service.add(parse_webhook({"url": URL, "timeout": 2, "retry_count": 5})))
+    w.receiver.script = ["hang"] * 10
+    w.publish(events.JOB_STARTED)
+    assert len(w.receiver.received) == 1
+    result_of(w.service.delete(0))
+    w.advance(60)
+    assert len(w.receiver.received) == 1  # no retry to a deleted webhook
