@@ -1,6 +1,7 @@
 """hyperctl: drive a hypersdk daemon from the shell.
 
-Exit status: 0 done, 1 the job (or the request) failed, 2 usage, 3 the daemon cannot be reached.
+Exit status: 0 done, 1 the job (or the request) failed, 2 usage, 3 the daemon cannot be reached,
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"hyperctl: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        return JOB_FAILED
+        return 130  # the shell's code for "stopped by Ctrl-C"
     except BrokenPipeError:  # `hyperctl jobs | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
