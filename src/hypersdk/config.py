@@ -270,10 +270,10 @@ def _convert(hint, value, key: str, metadata):
     if attrs.has(hint):
         return _build(hint, value, f"{key}.")
     if hint is float and metadata.get("duration") and isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
+        seconds = parse_duration(value)
+        if seconds is None:
             raise _Invalid(key, "must be a number of seconds or a duration such as 30s")
-        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        return seconds
     if hint is bool:
         if not isinstance(value, bool):
             raise _Invalid(key, "must be true or false")
@@ -293,11 +293,22 @@ def _convert(hint, value, key: str, metadata):
     raise AssertionError(f"unsupported config type {hint!r}")  # a bug in this module
 
 
-def read_token(token: TokenConfig) -> str:
-    if token.token is not None:
-        return token.token
-    with open(token.token_file, encoding="utf-8") as f:
+def parse_duration(text: str) -> Optional[float]:
+    """Seconds from "30", "30s", "500ms", "5m" or "1h"; None when it is none of those."""
+    m = _DURATION.match(text)
+    return None if m is None else float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def read_secret(value: Optional[str], path: Optional[str]) -> str:
+    """A secret given inline, else read from its file (stripped)."""
+    if value is not None:
+        return value
+    with open(path, encoding="utf-8") as f:
         return f.read().strip()
+
+
+def read_token(token: TokenConfig) -> str:
+    return read_secret(token.token, token.token_file)
 
 
 def check_exposure(config: Config, listen: str) -> None:
@@ -313,15 +324,21 @@ def check_exposure(config: Config, listen: str) -> None:
 def _loopback_only(listen: str) -> bool:
     if listen.startswith("unix:"):
         return True
-    match = re.search(r"(?<![A-Za-z])interface=((?:\\:|[^:])+)", listen)  # colons in it are escaped: \:
-    if match is None:
-        return False  # every interface
-    interface = match.group(1).replace("\\", "").strip("[]")
-    return interface in ("localhost",) or interface.startswith("127.") or interface == "::1"
+    interface = listen_interface(listen)
+    return interface is not None and is_loopback_host(interface.replace("\\", ""))  # None: every interface
+
+
+def listen_interface(listen: str) -> Optional[str]:
+    """The interface= of a Twisted endpoint string, colons still escaped (\\:) as endpoint strings write them."""
+    match = re.search(r"(?<![A-Za-z])interface=((?:\\:|[^:])+)", listen)
+    return None if match is None else match.group(1)
+
+
+def is_loopback_host(name: str) -> bool:
+    """localhost, 127.x.y.z or ::1 (with or without brackets)."""
+    name = name.strip("[]")
+    return name == "localhost" or name == "::1" or name.startswith("127.")
 
 
 def read_vcenter_password(vc: VCenterConfig) -> str:
-    if vc.password is not None:
-        return vc.password
-    with open(vc.password_file, encoding="utf-8") as f:
-        return f.read().strip()
+    return read_secret(vc.password, vc.password_file)

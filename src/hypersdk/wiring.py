@@ -25,8 +25,8 @@ from .api.site import APISite, build_resource, route_templates
 from .api.status import StatusAPI
 from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
-from .api.ws import LiveArea, LiveFeed
-from .config import Config, read_token
+from .api.ws import INITIAL_JOBS, LiveArea, LiveFeed
+from .config import Config, listen_interface, read_token
 from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
@@ -85,7 +85,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         on_request = request_observer(metrics, route_templates(root))
         if metrics_port is not None:
             kind = "tcp6" if listen.startswith("tcp6:") else "tcp"
-            endpoint = serverFromString(reactor, f"{kind}:{metrics_port}:interface={listen_interface(listen)}")
+            interface = listen_interface(listen) or "127.0.0.1"
+            endpoint = serverFromString(reactor, f"{kind}:{metrics_port}:interface={interface}")
             metrics_listener = (endpoint, Site(MetricsOnlyResource(metrics.registry)))
     guard = Guard([ApiToken(t.name, read_token(t), t.role) for t in config.auth.tokens], reactor,
                   requests_per_second=config.limits.requests_per_second, burst=config.limits.burst,
@@ -143,25 +144,13 @@ def config_webhooks(config: Config) -> list[Webhook]:
 
 
 def newest_jobs(manager: JobManager):
-    """The jobs message a WebSocket client gets on connect: the 100 newest."""
-
-    def read() -> Deferred:
-        async def newest():
-            jobs, _ = await manager.query(None, None, 100, 0)
-            return jobs
-
-        return Deferred.fromCoroutine(newest())
-
-    return read
-
-
-KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+    """The jobs message a WebSocket client gets on connect: the newest ones."""
+    return lambda: Deferred.fromCoroutine(manager.query(None, None, INITIAL_JOBS, 0)).addCallback(lambda found: found[0])
 
 
 def request_observer(metrics: Metrics, template):
     def observe(request, seconds: float) -> None:
         method = request.method.decode("ascii", "replace")
-        method = method if method in KNOWN_METHODS else "other"  # any token is a method: bounded labels
         metrics.observe_request(method, template(method, request.path.decode("utf-8", "replace")), request.code,
                                 seconds)
 
@@ -173,20 +162,13 @@ def listen_port(listen: str):
     return int(match.group(1)) if match else None
 
 
-def listen_interface(listen: str) -> str:
-    """The interface= of an endpoint string, colons still escaped (\\:) as endpoint strings need them."""
-    match = re.search(r"(?<![A-Za-z])interface=((?:\\:|[^:])+)", listen)
-    return match.group(1) if match else "127.0.0.1"
-
-
 def separate_metrics_port(config: Config, listen: str):
     """metrics.port when it differs from the API's port, else None (served on the API port)."""
     port = config.metrics.port
     return None if port is None or port == listen_port(listen) else port
 
 
-JOB_STATE_CHANGES = (events.JOB_SUBMITTED, events.JOB_STARTED, events.JOB_COMPLETED, events.JOB_FAILED,
-                     events.JOB_CANCELLED)
+JOB_STATE_CHANGES = (events.JOB_SUBMITTED, events.JOB_STARTED, *events.JOB_ENDED)
 
 
 def status_line(manager: JobManager) -> str:

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from attrs import frozen
 from twisted.logger import Logger
 
+from ..config import is_loopback_host
 from ..errors import Forbidden, TooManyRequests, Unauthorized
 
 OPEN_PATHS = (b"/health", b"/")  # the dashboard's page and files hold no data: it asks for a token
@@ -76,7 +77,8 @@ class Guard:
         """Browsers name the page that sends a request in Origin: another site's page may not write to
         the daemon or read its WebSocket (with or without tokens)."""
         host = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
-        if self._loopback_hosts_only and _hostname(host) not in _LOOPBACK_NAMES and not _hostname(host).startswith("127."):
+        name = _hostname(host)
+        if self._loopback_hosts_only and name and not is_loopback_host(name):  # no Host at all: HTTP/1.0, a local tool
             self._denied("foreign Host header", client, request)
             raise Forbidden(f"Host {host!r} is not this daemon's: without tokens it only answers to localhost")
         origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip().lower()
@@ -124,9 +126,6 @@ class Guard:
         self._buckets[client] = (tokens - 1.0, now)
         while len(self._buckets) > MAX_TRACKED_CLIENTS:  # forget the longest silent client
             del self._buckets[next(iter(self._buckets))]
-
-
-_LOOPBACK_NAMES = ("localhost", "::1", "[::1]", "")
 
 
 def _hostname(host: str) -> str:

@@ -17,7 +17,6 @@ from ..events import Event
 
 LOGIND, LOGIND_PATH, LOGIND_MANAGER = "org.freedesktop.login1", "/org/freedesktop/login1", \
     "org.freedesktop.login1.Manager"
-_ENDS = (events.JOB_COMPLETED, events.JOB_FAILED, events.JOB_CANCELLED)
 
 
 class Inhibitor:
@@ -43,7 +42,7 @@ class Inhibitor:
     def on_event(self, event: Event) -> None:
         if event.type == events.JOB_STARTED and self._fd is None and not self._asking:
             self._take()
-        elif event.type in _ENDS and self._running_jobs() == 0:
+        elif event.type in events.JOB_ENDED and self._running_jobs() == 0:
             self.release()
 
     def _take(self) -> None:

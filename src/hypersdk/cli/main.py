@@ -63,11 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("submit", help="submit jobs from a YAML/JSON file (- for stdin) or from flags")
     c.add_argument("file", nargs="?", help="job definition(s): one, a list, or {jobs: [...]}")
     c.add_argument("--vm-path")
-    c.add_argument("--vcenter", help="a vCenter named in the daemon's configuration")
-    c.add_argument("--vcenter-url")
-    c.add_argument("--username")
-    c.add_argument("--password-file", help="file holding the vCenter password (or env HYPERSDK_VC_PASSWORD)")
-    c.add_argument("--insecure", action="store_true", help="do not verify vCenter's certificate")
+    _add_vcenter_options(c)
     c.add_argument("--libvirt-uri", default="qemu:///system")
     c.add_argument("--storage-pool")
     c.add_argument("--output-dir")
@@ -110,11 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--folder")
         else:
             c.add_argument("vm_path")
-        c.add_argument("--vcenter")
-        c.add_argument("--vcenter-url")
-        c.add_argument("--username")
-        c.add_argument("--password-file")
-        c.add_argument("--insecure", action="store_true")
+        _add_vcenter_options(c)
         c.add_argument("--json", action="store_true")
         c.set_defaults(run=cmd_vms, action=action)
 
@@ -196,13 +188,7 @@ def _definition_from_flags(args) -> dict:
     if not args.vm_path:
         raise CliError("submit needs a job file or --vm-path (with --vcenter, or --vcenter-url and --username)",
                        USAGE)
-    source: dict[str, Any] = {"type": "vsphere"}
-    if args.vcenter:
-        source["vcenter"] = args.vcenter
-    else:
-        source.update(vcenter_url=args.vcenter_url, username=args.username, password=_password(args.password_file))
-    if args.insecure:
-        source["insecure"] = True
+    source: dict[str, Any] = {"type": "vsphere", **_vcenter_credentials(args)}
     destination = {"type": "kvm", "libvirt_uri": args.libvirt_uri, "storage_pool": args.storage_pool,
                    "output_dir": args.output_dir, "disk_format": args.disk_format, "start": args.start or None}
     mapping = {}
@@ -258,13 +244,7 @@ def cmd_cancel(client: ApiClient, args) -> int:
 
 
 def cmd_vms(client: ApiClient, args) -> int:
-    values: dict[str, Any] = {}
-    if args.vcenter:
-        values["vcenter"] = args.vcenter
-    else:
-        values.update(vcenter_url=args.vcenter_url, username=args.username, password=_password(args.password_file))
-    if args.insecure:
-        values["insecure"] = True
+    values = _vcenter_credentials(args)
     if args.action == "list":
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in values.items()}
         answer = client.get("/vms/list", folder=args.folder, **params)
@@ -361,6 +341,26 @@ def _read_file(path: str) -> str:
             return f.read().strip()
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}", USAGE)
+
+
+def _add_vcenter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vcenter", help="a vCenter named in the daemon's configuration")
+    parser.add_argument("--vcenter-url")
+    parser.add_argument("--username")
+    parser.add_argument("--password-file", help="file holding the vCenter password (or env HYPERSDK_VC_PASSWORD)")
+    parser.add_argument("--insecure", action="store_true", help="do not verify vCenter's certificate")
+
+
+def _vcenter_credentials(args) -> dict[str, Any]:
+    """A named vCenter, or a URL with a user and a password (from a file or the environment)."""
+    values: dict[str, Any] = {}
+    if args.vcenter:
+        values["vcenter"] = args.vcenter
+    else:
+        values.update(vcenter_url=args.vcenter_url, username=args.username, password=_password(args.password_file))
+    if args.insecure:
+        values["insecure"] = True
+    return values
 
 
 def _password(path: Optional[str]) -> Optional[str]:

@@ -18,6 +18,7 @@ from ..events import Event
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 _FINAL = {events.JOB_COMPLETED: "completed", events.JOB_FAILED: "failed", events.JOB_CANCELLED: "cancelled"}
 
 
@@ -37,7 +38,9 @@ class Metrics:
         Gauge("hypersdk_build_info", "The daemon's version", ["version"], registry=registry).labels(version).set(1)
 
     def observe_request(self, method: str, path: str, code: int, seconds: float) -> None:
-        """``path`` is the route template (``/jobs/{id}``), never a raw path."""
+        """``path`` is the route template (``/jobs/{id}``), never a raw path. Any token is an HTTP
+        method: methods outside the usual ones count as "other", so that labels stay bounded."""
+        method = method if method in KNOWN_METHODS else "other"
         try:
             status = HTTPStatus(code).phrase
         except ValueError:

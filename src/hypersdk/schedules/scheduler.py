@@ -33,7 +33,6 @@ from .model import (
 
 # (source, folder inventory path) -> the VM paths in that folder
 FindVms = Callable[[SourceSpec, str], Awaitable[list[str]]]
-_FINISHED_EVENTS = (events.JOB_COMPLETED, events.JOB_FAILED, events.JOB_CANCELLED)
 
 
 class NothingToRun(NotFound):
@@ -306,7 +305,7 @@ class Scheduler:
             self._run_of_job.pop(job_id, None)
 
     def _on_event(self, event: Event) -> None:
-        if event.type not in _FINISHED_EVENTS:
+        if event.type not in events.JOB_ENDED:
             return
         job = event.subject
         active = self._run_of_job.pop(job.id, None)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from attrs import frozen
 
+from ..config import parse_duration
 from ..errors import InvalidField
 from ..jobs.definition import FieldReader
 from .rules import WebhookProblem, check_events, check_headers, check_url
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 @frozen
@@ -64,9 +62,8 @@ def _seconds(value: Any) -> float:
     seconds = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
-        m = _DURATION.match(value)
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    elif isinstance(value, str):
+        seconds = parse_duration(value)
     if seconds is None or not 0 < seconds <= 600:
         raise InvalidField("timeout", "must be a number of seconds (or a duration such as 30s), more than 0 and at most 600")
     return seconds

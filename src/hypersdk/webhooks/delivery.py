@@ -36,7 +36,6 @@ from .payload import event_data
 
 # host -> its IP addresses (only asked when private networks are denied)
 Resolve = Callable[[str], Awaitable[list[str]]]
-_TERMINAL_JOB_EVENTS = (events.JOB_COMPLETED, events.JOB_FAILED, events.JOB_CANCELLED)
 
 
 class WebhookNotFound(NotFound):
@@ -176,7 +175,7 @@ class WebhookService:
         if not event.type.startswith("job."):
             return True
         job = event.subject
-        if event.type in _TERMINAL_JOB_EVENTS:
+        if event.type in events.JOB_ENDED:
             self._last_progress.pop(job.id, None)
             return True
         if event.type != events.JOB_PROGRESS:

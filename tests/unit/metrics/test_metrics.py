@@ -83,3 +83,13 @@ def test_current_values_are_read_at_scrape_time():
     assert got[("hypersdk_webhook_deliveries_total", (("outcome", "dropped"),))] == 1
     assert got[("hypersdk_webhook_attempts_total", ())] == 6
     assert got[("hypersdk_schedule_runs_total", (("outcome", "skipped"),))] == 2
+
+
+def test_unusual_methods_share_one_label():
+    registry = CollectorRegistry()
+    m = Metrics(registry, "1.0")
+    m.observe_request("FROBNICATE1", "unmatched", 405, 0.001)
+    m.observe_request("FROBNICATE2", "unmatched", 405, 0.001)
+    got = samples(registry)
+    assert got[("hypersdk_api_requests_total",
+                (("method", "other"), ("path", "unmatched"), ("status", "Method Not Allowed")))] == 2
