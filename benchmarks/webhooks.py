@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from tests.integration.daemon import Daemon  # noqa: E402
+from tests.integration.jobs import UNREACHABLE_JOB  # noqa: E402
 
 GOAL_RATIO = 1.5
 
@@ -56,12 +57,7 @@ class BlackHole:
 
 
 def submitter(url: str, per_second: float, stop: threading.Event, count: list[int]) -> None:
-    job = json.dumps({
-        "vm_path": "DC0/vm/web",
-        "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9/sdk", "username": "u", "password": "p"},
-        "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-        "options": {"network_mapping": {"*": "br0"}},
-    })
+    job = json.dumps(UNREACHABLE_JOB)
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     next_at = time.monotonic()

@@ -110,20 +110,17 @@ def main() -> int:
         return 0
 
     from hypersdk.vsphere.connection import VCenterParams, thd_connect
-    from tests.integration.daemon import Daemon, wait_for
-    from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, make_vmdk
+    from tests.integration.daemon import Daemon
+    from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk
 
     work = Path(tempfile.mkdtemp(prefix="hypersdk-ws-bench-", dir="/var/tmp"))
     with Vcsim.start() as sim:
         si = thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
         paths = []
         for i in range(args.jobs):
-            name = f"ws-bench-{i}"
-            vm = create_vm(si, name, networks=("VM Network",), cdrom=False)
             size = args.disk_mib * MiB
-            vmdk = make_vmdk(work, name, size, "monolithicFlat", [Write(0, MiB, 0x11), Write(size - MiB, MiB, 0x22)])
-            attach_vmdk(si, vm, vmdk, sim.info.datastore_dir)
-            paths.append(f"DC0/vm/{name}")
+            paths.append(create_vm_with_disk(si, sim, work, f"ws-bench-{i}", size,
+                                             [Write(0, MiB, 0x11), Write(size - MiB, MiB, 0x22)]))
         (work / "daemon").mkdir()
         config = {"worker_count": args.jobs, "log": {"level": "info"},
                   "limits": {"websocket_clients": args.clients + 10},

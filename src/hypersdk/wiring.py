@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-
 import re
+from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
@@ -44,6 +44,9 @@ from .store.sqlite import SQLiteJobStore
 from .vsphere.client import VSphere
 from .webhooks.delivery import WebhookService, resolver
 from .webhooks.model import CONFIG, Webhook
+
+if TYPE_CHECKING:
+    from .bus.service import DBusService
 
 
 def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDKService:
@@ -178,7 +181,7 @@ def status_line(manager: JobManager) -> str:
             f" {s['failed_jobs']} failed")
 
 
-def dbus_service(config: Config, reactor, bus: EventBus, manager: JobManager, status) -> "DBusService | None":
+def dbus_service(config: Config, reactor, bus: EventBus, manager: JobManager, status) -> Optional["DBusService"]:
     if not config.dbus.enabled:
         return None
     from .bus.service import DBusService  # txdbus only when D-Bus is wanted

@@ -9,54 +9,48 @@ import uuid
 import pytest
 import requests
 
-from hypersdk.vsphere.connection import VCenterParams, thd_connect
 from tests.integration.daemon import REPO, Daemon, wait_for
-from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, make_vmdk
+from tests.integration.vcsim import MiB, Write, create_vm_with_disk
 
 TOKEN = "dash-t0ken"
 ARTIFACTS = REPO / "var" / "test-artifacts"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make test installs it)")
-def test_progress_moves_details_show_and_cancel_works(tmp_path):
-    with Vcsim.start() as sim:
-        si = thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
-        name = f"dash-{uuid.uuid4().hex[:6]}"
-        vm = create_vm(si, name, networks=("VM Network",), cdrom=False)
-        size = 512 * MiB
-        vmdk = make_vmdk(tmp_path, name, size, "monolithicFlat", [Write(0, MiB, 0x44)])
-        attach_vmdk(si, vm, vmdk, sim.info.datastore_dir)
-        (tmp_path / "d").mkdir()
-        (tmp_path / "out").mkdir()
-        config = {"auth": {"tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},
-                  "pipeline": {"max_bytes_per_second": 16 * MiB}}
-        d = Daemon(tmp_path / "d", config).start()
-        try:
-            page = requests.get(d.url + "/", timeout=10)  # the page itself needs no token
-            assert page.status_code == 200 and "<title>hypersdk</title>" in page.text
-            assert requests.get(d.url + "/static/app.js", timeout=10).headers["Content-Type"].startswith("text/javascript")
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            job_id = requests.post(d.url + "/jobs/submit", headers=headers, timeout=30, json={
-                "vm_path": f"DC0/vm/{name}",
-                "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
-                           "insecure": True},
-                "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(tmp_path / "out")},
-                "options": {"network_mapping": {"*": "br0"}},
-            }).json()["job_id"]
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            screenshot = ARTIFACTS / "dashboard.png"
-            run = subprocess.run(["node", str(REPO / "tests" / "js" / "dashboard.js")], capture_output=True, text=True,
-                                 timeout=180, cwd=REPO / "tests" / "js",
-                                 env={**os.environ, "HYPERSDK_URL": d.url, "HYPERSDK_TOKEN": TOKEN,
-                                      "HYPERSDK_JOB": job_id, "SCREENSHOT": str(screenshot)})
-            assert run.returncode == 0, run.stderr + run.stdout
-            seen = json.loads(run.stdout.strip().splitlines()[-1])
-            assert seen["second"] > seen["first"], seen  # the progress bar moved
-            assert seen["chartPixels"] > 50, seen  # the throughput chart has a line
-            assert seen["errors"] == [], seen
-            assert screenshot.stat().st_size > 10_000
-            job = wait_for(lambda: (lambda j: j if j["status"] == "cancelled" else None)(
-                requests.get(d.url + f"/jobs/{job_id}", headers=headers, timeout=10).json()), 10, "the cancel")
-            assert job["status"] == "cancelled" and list((tmp_path / "out").iterdir()) == []
-        finally:
-            d.close()
+def test_progress_moves_details_show_and_cancel_works(tmp_path, sim, si):
+    name = f"dash-{uuid.uuid4().hex[:6]}"
+    create_vm_with_disk(si, sim, tmp_path, name, 512 * MiB, [Write(0, MiB, 0x44)])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "out").mkdir()
+    config = {"auth": {"tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},
+              "pipeline": {"max_bytes_per_second": 16 * MiB}}
+    d = Daemon(tmp_path / "d", config).start()
+    try:
+        page = requests.get(d.url + "/", timeout=10)  # the page itself needs no token
+        assert page.status_code == 200 and "<title>hypersdk</title>" in page.text
+        assert requests.get(d.url + "/static/app.js", timeout=10).headers["Content-Type"].startswith("text/javascript")
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        job_id = requests.post(d.url + "/jobs/submit", headers=headers, timeout=30, json={
+            "vm_path": f"DC0/vm/{name}",
+            "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
+                       "insecure": True},
+            "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(tmp_path / "out")},
+            "options": {"network_mapping": {"*": "br0"}},
+        }).json()["job_id"]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACTS / "dashboard.png"
+        run = subprocess.run(["node", str(REPO / "tests" / "js" / "dashboard.js")], capture_output=True, text=True,
+                             timeout=180, cwd=REPO / "tests" / "js",
+                             env={**os.environ, "HYPERSDK_URL": d.url, "HYPERSDK_TOKEN": TOKEN,
+                                  "HYPERSDK_JOB": job_id, "SCREENSHOT": str(screenshot)})
+        assert run.returncode == 0, run.stderr + run.stdout
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        assert seen["second"] > seen["first"], seen  # the progress bar moved
+        assert seen["chartPixels"] > 50, seen  # the throughput chart has a line
+        assert seen["errors"] == [], seen
+        assert screenshot.stat().st_size > 10_000
+        job = wait_for(lambda: (lambda j: j if j["status"] == "cancelled" else None)(
+            requests.get(d.url + f"/jobs/{job_id}", headers=headers, timeout=10).json()), 10, "the cancel")
+        assert job["status"] == "cancelled" and list((tmp_path / "out").iterdir()) == []
+    finally:
+        d.close()

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import REPO, Daemon, wait_for
+from tests.integration.jobs import UNREACHABLE_JOB, job_for_vcenter
 
 HERE = Path(__file__).parent
-JOB_FAILS = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9",
-                                               "username": "u", "password": "p"},
-             "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-             "options": {"network_mapping": {"*": "br0"}}}
+JOB_FAILS = UNREACHABLE_JOB
 
 
 class Lines:
@@ -105,7 +103,7 @@ def test_a_logind_lock_is_held_while_jobs_run_and_released_when_idle(tmp_path, p
         d = Daemon(tmp_path, config).start()
         try:
             assert not any("inhibit" in m for m in logind.lines)  # idle: no lock
-            stuck = {**JOB_FAILS, "source": {**JOB_FAILS["source"], "vcenter_url": f"https://{black_hole}"}}
+            stuck = job_for_vcenter(black_hole)
             first, second = d.submit(stuck), d.submit(stuck)
             wait_for(lambda: any("inhibit" in m for m in logind.lines), 10, "Inhibit() to be called")
             calls = [m for m in logind.lines if "inhibit" in m]

@@ -12,15 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.integration.jobs import UNREACHABLE_JOB, job_for_vcenter
 from tests.integration.daemon import TWISTD, Daemon, daemon_env, wait_for
 from tests.integration.test_live import WS_CLIENT
 
 ADMIN = "adm1n-t0ken-from-a-file"
 READER = "r3ad-t0ken-inline"
-JOB = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9", "username": "u",
-                                         "password": "p"},
-       "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-       "options": {"network_mapping": {"*": "br0"}}}
+JOB = UNREACHABLE_JOB
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +155,7 @@ def test_jobs_beyond_the_per_vcenter_limit_wait_in_the_queue(tmp_path, black_hol
     d = Daemon(tmp_path, {"worker_count": 3, "limits": {"jobs_per_vcenter": 1},
                           "pipeline": {"connect_timeout": 30}}).start()
     try:
-        silent = {**JOB, "source": {**JOB["source"], "vcenter_url": f"https://{black_hole}"}}
+        silent = job_for_vcenter(black_hole)
         first, second = d.submit(silent), d.submit(silent)
         other = d.submit(JOB)  # another vCenter: not held back
         wait_for(lambda: d.job(first)["status"] == "running", 10, "the first job to start")

@@ -8,18 +8,12 @@ import uuid
 
 import pytest
 
-from hypersdk.vsphere.connection import VCenterParams, thd_connect
 from tests.integration.daemon import REPO, Daemon
+from tests.integration.jobs import job_for_vcenter
 from tests.integration.receiver import Receiver
-from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, make_vmdk
+from tests.integration.vcsim import MiB, Write, create_vm_with_disk
 
 TOKEN = "cli-t0ken"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with Vcsim.start() as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +49,9 @@ def test_status_errors_and_exit_codes(daemon):
     assert missing.returncode == 1 and "job no-such-job not found" in missing.stderr
 
 
-def test_submit_from_flags_and_watch_a_real_migration(daemon, sim, tmp_path):
-    si = thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
+def test_submit_from_flags_and_watch_a_real_migration(daemon, sim, si, tmp_path):
     name = f"cli-{uuid.uuid4().hex[:6]}"
-    vm = create_vm(si, name, networks=("VM Network",), cdrom=False)
-    vmdk = make_vmdk(tmp_path, name, 96 * MiB, "monolithicFlat", [Write(0, MiB, 0x33)])
-    attach_vmdk(si, vm, vmdk, sim.info.datastore_dir)
+    create_vm_with_disk(si, sim, tmp_path, name, 96 * MiB, [Write(0, MiB, 0x33)])
     (tmp_path / "pw").write_text("pass\n")
     (tmp_path / "out").mkdir()
     run = hyperctl("submit", "--vm-path", f"DC0/vm/{name}", "--vcenter-url", sim.info.url, "--username", "user",
@@ -94,10 +85,7 @@ def test_a_failing_job_from_a_yaml_file_exits_1_with_its_error(daemon, tmp_path)
 
 
 def test_cancel_vms_schedules_webhooks_and_completion(daemon, sim, black_hole, tmp_path):
-    stuck = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": f"https://{black_hole}",
-                                               "username": "u", "password": "p"},
-             "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-             "options": {"network_mapping": {"*": "br0"}}}
+    stuck = job_for_vcenter(black_hole)
     job_id = hyperctl("submit", "-", url=daemon.url, stdin=json.dumps(stuck)).stdout.strip()
     cancelled = hyperctl("cancel", job_id, url=daemon.url)
     assert cancelled.returncode == 0 and f"{job_id}: cancelled" in cancelled.stdout

@@ -18,24 +18,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hypersdk.vsphere.connection import VCenterParams, thd_connect
 from tests.integration.daemon import REPO, Daemon, wait_for
-from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, make_vmdk
+from tests.integration.jobs import UNREACHABLE_JOB
+from tests.integration.vcsim import MiB, Write, create_vm_with_disk
 
 WS_CLIENT = str(Path(__file__).with_name("ws_client.py"))
 JS_DIR = REPO / "tests" / "js"
 STAGES = ["queued", "connecting", "discovery", "preparation", "conversion", "import", "verification", "done"]
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with Vcsim.start() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def si(sim):
-    return thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +36,8 @@ def daemon(tmp_path_factory):
 
 
 def source_vm(si, sim, tmp_path, size=96 * MiB) -> str:
-    name = f"live-{uuid.uuid4().hex[:8]}"
-    vm = create_vm(si, name, networks=("VM Network",), cdrom=False)
-    vmdk = make_vmdk(tmp_path, name, size, "monolithicFlat", [Write(0, MiB, 0x11), Write(size - MiB, MiB, 0x22)])
-    attach_vmdk(si, vm, vmdk, sim.info.datastore_dir)
-    return f"DC0/vm/{name}"
+    return create_vm_with_disk(si, sim, tmp_path, f"live-{uuid.uuid4().hex[:8]}", size,
+                               [Write(0, MiB, 0x11), Write(size - MiB, MiB, 0x22)])
 
 
 def job_definition(sim, vm_path, out: Path) -> dict:
@@ -148,10 +134,7 @@ def test_a_client_that_cannot_keep_up_is_dropped_and_the_others_keep_receiving(t
                                   daemon=True)
         reader.start()  # a reader that keeps up
         try:
-            failing = {"vm_path": "DC0/vm/x", "destination": {"type": "kvm", "libvirt_uri": "test:///default",
-                                                            "output_dir": "/tmp"},
-                       "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9", "username": "u",
-                                  "password": "p"}, "options": {"network_mapping": {"*": "br0"}}}
+            failing = UNREACHABLE_JOB
             batch = 0
             while not d.log_contains("dropped: "):
                 assert batch < 30, "the slow client was never dropped"
@@ -240,10 +223,7 @@ def test_schedule_runs_reach_websocket_clients(daemon):
     threading.Thread(target=lambda: received.extend(json.loads(line) for line in watcher.stdout), daemon=True).start()
     try:
         wait_for(lambda: len(received) >= 2, 30, "the initial messages")
-        template = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9",
-                                                      "username": "u", "password": "p"},
-                    "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-                    "options": {"network_mapping": {"*": "br0"}}}
+        template = UNREACHABLE_JOB
         assert daemon.post("/schedules", {"id": "ws-watch", "schedule": "@yearly",
                                           "job_template": template}).status_code == 201
         job_ids = daemon.post("/schedules/ws-watch/trigger").json()["job_ids"]

@@ -13,23 +13,11 @@ import pytest
 from pyVmomi import vim
 
 from hypersdk.libvirt.domain_xml import parse_domain_summary
-from hypersdk.vsphere.connection import VCenterParams, thd_connect
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
-from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, destroy_vm, make_vmdk, wait_task
+from tests.integration.vcsim import MiB, Write, attach_vmdk, create_vm, destroy_vm, make_vmdk, wait_task
 
 POOL = f"hypersdk-it-{os.getpid()}"  # concurrent runs must not share it
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with Vcsim.start() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def si(sim):
-    return thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
 
 
 @pytest.fixture(scope="module")

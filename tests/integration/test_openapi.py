@@ -10,13 +10,11 @@ import pytest
 import requests
 import schemathesis
 
+from tests.integration.jobs import UNREACHABLE_JOB
 from tests.integration.daemon import Daemon
 from tests.integration.receiver import Receiver
 
-JOB = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9", "username": "u",
-                                         "password": "p"},
-       "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-       "options": {"network_mapping": {"*": "br0"}}}
+JOB = UNREACHABLE_JOB
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance," \
          "response_headers_conformance"
 MIN_REQUESTS = 2000

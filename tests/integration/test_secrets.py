@@ -14,7 +14,7 @@ from hypersdk.vsphere.connection import VCenterParams, thd_connect
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.receiver import Receiver
 from tests.integration.test_live import WS_CLIENT
-from tests.integration.vcsim import MiB, Vcsim, Write, attach_vmdk, create_vm, make_vmdk
+from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk
 
 VC_PASSWORD = "vc-Pa55-" + uuid.uuid4().hex
 TOKEN = "tok-" + uuid.uuid4().hex
@@ -26,9 +26,7 @@ SECRETS = (VC_PASSWORD, TOKEN, HEADER, HMAC_KEY)
 def test_no_secret_leaks_anywhere(tmp_path):
     with Vcsim.start(password=VC_PASSWORD) as sim, Receiver() as receiver:
         si = thd_connect(VCenterParams.from_url(sim.info.url, "user", VC_PASSWORD, insecure=True), 30)
-        vm = create_vm(si, "secret-vm", networks=("VM Network",), cdrom=False)
-        vmdk = make_vmdk(tmp_path, "secret-vm", 16 * MiB, "monolithicFlat", [Write(0, MiB, 0x5A)])
-        attach_vmdk(si, vm, vmdk, sim.info.datastore_dir)
+        create_vm_with_disk(si, sim, tmp_path, "secret-vm", 16 * MiB, [Write(0, MiB, 0x5A)])
         config = {
             "metrics": {"enabled": True},
             "auth": {"tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},

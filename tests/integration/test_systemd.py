@@ -7,12 +7,10 @@ import subprocess
 
 import pytest
 
+from tests.integration.jobs import UNREACHABLE_JOB
 from tests.integration.daemon import REPO, Daemon, wait_for
 
-JOB = {"vm_path": "DC0/vm/x", "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9", "username": "u",
-                                         "password": "p"},
-       "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-       "options": {"network_mapping": {"*": "br0"}}}
+JOB = UNREACHABLE_JOB
 
 
 class NotifySocket:

@@ -8,6 +8,7 @@ import time
 import requests
 
 from tests.integration.daemon import Daemon, wait_for
+from tests.integration.jobs import UNREACHABLE_JOB
 from tests.integration.receiver import Receiver
 
 SECRET = "hm4c-k3y"
@@ -16,12 +17,7 @@ TOKEN = "Bearer s3cr3t-t0ken"
 
 def failing_job(daemon) -> str:
     """A job that fails at once (nothing listens on the vCenter port): submitted, started, failed."""
-    return daemon.submit({
-        "vm_path": "DC0/vm/web",
-        "source": {"type": "vsphere", "vcenter_url": "https://127.0.0.1:9/sdk", "username": "u", "password": "p"},
-        "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": "/tmp"},
-        "options": {"network_mapping": {"*": "br0"}},
-    })
+    return daemon.submit(UNREACHABLE_JOB)
 
 
 def free_port() -> int:

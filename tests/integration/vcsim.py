@@ -481,3 +481,11 @@ def destroy_vm(vm: vim.VirtualMachine, timeout: float = 30.0) -> None:
     if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
         wait_task(vm.PowerOffVM_Task(), timeout)
     wait_task(vm.Destroy_Task(), timeout)
+
+
+def create_vm_with_disk(si: vim.ServiceInstance, sim: "Vcsim", directory: Path, name: str, size: int,
+                        writes: Sequence[Write]) -> str:
+    """A one-NIC VM ("VM Network", no CD-ROM) whose disk is a real flat VMDK with ``writes``; its path."""
+    vm = create_vm(si, name, networks=("VM Network",), cdrom=False)
+    attach_vmdk(si, vm, make_vmdk(directory, name, size, "monolithicFlat", list(writes)), sim.info.datastore_dir)
+    return f"DC0/vm/{name}"
