@@ -86,7 +86,7 @@ def test_sigterm_interrupts_running_jobs_and_exits_cleanly(tmp_path, black_hole)
     d = Daemon(tmp_path, {"worker_count": 2}).start()
     try:
         job_id = d.submit(stuck_job(black_hole))
-        d.wait_job(job_id, lambda j: j["status"] == "running")
+        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "connecting")
         started = time.monotonic()
         # twistd ends by re-raising the signal once it has shut down cleanly
         assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)

@@ -117,6 +117,26 @@ def test_info_matches_what_vcenter_holds(daemon, sim, si):
         destroy_vm(vm)
 
 
+def test_every_vms_endpoint_takes_the_same_credentials_datacenter_included(daemon, sim, si):
+    name = f"dc-vm-{uuid.uuid4().hex[:6]}"
+    vm = create_vm(si, name, power_on=True)
+    try:
+        with_dc = creds(sim, datacenter="DC0")
+        listed = daemon.get("/vms/list?" + urlencode(with_dc))
+        assert listed.status_code == 200, listed.text
+        info = daemon.get("/vms/info?" + urlencode({**with_dc, "vm_path": f"DC0/vm/{name}"}))
+        assert info.status_code == 200, info.text
+        assert info.json()["name"] == name
+        body = {**creds(sim, insecure=None), "insecure": True, "datacenter": "DC0", "vm_path": f"DC0/vm/{name}"}
+        for path in ("/vms/info", "/vms/remove-cdrom", "/vms/poweroff"):
+            response = daemon.post(path, body)
+            assert response.status_code == 200, (path, response.text)
+        elsewhere = daemon.get("/vms/info?" + urlencode({**creds(sim, datacenter="DC9"), "vm_path": f"DC0/vm/{name}"}))
+        assert elsewhere.status_code == 400 and "DC9" in elsewhere.json()["error"]
+    finally:
+        destroy_vm(vm)
+
+
 def test_power_operations_change_the_vm(daemon, sim, si):
     name = f"power-vm-{uuid.uuid4().hex[:6]}"
     vm = create_vm(si, name, power_on=True, cdrom=True)

@@ -13,12 +13,13 @@ from typing import Any
 from twisted.logger import Logger
 
 from ..errors import InvalidField, InvalidRequest
-from ..jobs.definition import SubmitContext, parse_source
+from ..jobs.definition import SOURCE_FIELDS, SourceSpec, SubmitContext, parse_source
 from ..vsphere.client import VSphere
 from ..vsphere.model import VmInfo, VmSummary
 from .http import read_json, respond
 
-CREDENTIAL_FIELDS = ("vcenter_url", "username", "password", "insecure", "thumbprint", "vcenter")
+# Every /vms endpoint takes a job source's fields (its "type" is implied): one definition for all.
+CREDENTIAL_FIELDS = tuple(name for name in SOURCE_FIELDS if name != "type")
 POWEROFF_TIMEOUT = 60.0
 
 
@@ -39,9 +40,9 @@ class VmsAPI:
 
     async def list_vms(self, request):
         values = _query_values(request.args)
-        datacenter, folder = values.pop("datacenter", None), values.pop("folder", None)
-        params = await self._params(values)
-        vms = await self._vsphere.list_vms(params, datacenter, folder)
+        folder = values.pop("folder", None)
+        source = self._source(values)
+        vms = await self._vsphere.list_vms(await self._vsphere.params_for(source), source.datacenter, folder)
         return respond(request, {"vms": [summary_json(vm) for vm in vms], "total": len(vms)})
 
     async def info_get(self, request):
@@ -74,13 +75,16 @@ class VmsAPI:
     async def _vm_and_params(self, values: dict):
         """The VM's inventory path and the login parameters of a request."""
         vm_path = _vm_path(values)
-        return vm_path, await self._params(values)
+        source = self._source(values)
+        if source.datacenter is not None and not vm_path.startswith(source.datacenter.rstrip("/") + "/"):
+            raise InvalidField("vm_path", f"{vm_path!r} is not in datacenter {source.datacenter!r}")
+        return vm_path, await self._vsphere.params_for(source)
 
-    async def _params(self, values: dict):
+    def _source(self, values: dict) -> SourceSpec:
         unknown = sorted(set(values) - set(CREDENTIAL_FIELDS))
         if unknown:
             raise InvalidField(unknown[0], "unknown field")
-        return await self._vsphere.params_for(parse_source({"type": "vsphere", **values}, self._context, path=""))
+        return parse_source({"type": "vsphere", **values}, self._context, path="")
 
     async def _recorded(self, request, action: str, vm_path: str, params, operation) -> Any:
         """Run a power operation, logging who asked for it and how it ended."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Optional
 
-from attrs import frozen
+from attrs import fields, frozen
 
 from ..errors import InvalidField
 from ..vsphere.connection import parse_vcenter_url
@@ -39,6 +39,9 @@ class SourceSpec:
     insecure: bool
     thumbprint: Optional[str]
     vcenter: Optional[str]  # name of a vCenter from the config file
+
+
+SOURCE_FIELDS = tuple(f.name for f in fields(SourceSpec))  # what a source (or a /vms request) may hold
 
 
 @frozen
