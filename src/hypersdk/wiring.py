@@ -56,7 +56,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     bus = EventBus()
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
-    context = SubmitContext(vcenter_names=frozenset(config.vcenters), method_problem=pipeline.method_problem)
+    context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
+                            method_problem=pipeline.method_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
                          jobs_per_vcenter=config.limits.jobs_per_vcenter)
     webhooks = WebhookService(
@@ -74,7 +75,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
     metrics_port = separate_metrics_port(config, listen)
     areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
-             VmsAPI(vsphere, frozenset(config.vcenters)), LiveArea(feed), OpenAPIArea(__version__), WebArea()]
+             VmsAPI(vsphere, context), LiveArea(feed), OpenAPIArea(__version__), WebArea()]
     if metrics is not None and metrics_port is None:
         areas.append(MetricsArea(metrics.registry))
     root = build_resource(status, *areas)

@@ -26,9 +26,9 @@ POWEROFF_TIMEOUT = 60.0
 class VmsAPI:
     log = Logger()
 
-    def __init__(self, vsphere: VSphere, vcenter_names: frozenset = frozenset()):
+    def __init__(self, vsphere: VSphere, context: SubmitContext = SubmitContext()):
         self._vsphere = vsphere
-        self._context = SubmitContext(vcenter_names=vcenter_names)
+        self._context = context
 
     def register(self, app) -> None:
         app.route("/vms/list", methods=["GET"])(self.list_vms)

@@ -10,7 +10,7 @@ is what is stored and what the API shows.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from attrs import fields, frozen
 
@@ -84,9 +84,13 @@ class JobSpec:
 class SubmitContext:
     """What validation needs to know about this daemon."""
 
-    vcenter_names: frozenset[str] = frozenset()
+    vcenter_urls: Mapping[str, str] = {}  # the config file's vCenters: name -> URL
     # conversion method -> None when usable here, else the reason it is not
     method_problem: Callable[[str], Optional[str]] = lambda method: None
+
+    @property
+    def vcenter_names(self) -> frozenset[str]:
+        return frozenset(self.vcenter_urls)
 
 
 class FieldReader:

@@ -134,11 +134,13 @@ class JobManager:
         for spec in specs:
             job_id = spec.id or str(uuid.uuid4())
             definition = {**spec_to_definition(spec), "id": job_id}
-            new_jobs.append(NewJob(id=job_id, definition=definition, secrets=secrets_of(spec), created_at=now))
+            new_jobs.append(NewJob(id=job_id, definition=definition, secrets=secrets_of(spec), created_at=now,
+                                   vcenter_key=vcenter_key(spec.source, self._context.vcenter_urls)))
         await self._store.insert(new_jobs)
         self._counts[PENDING] += len(new_jobs)
         jobs = [
-            Job(id=n.id, definition=n.definition, status=PENDING, progress=Progress(), created_at=now, updated_at=now)
+            Job(id=n.id, definition=n.definition, status=PENDING, progress=Progress(), created_at=now, updated_at=now,
+                vcenter_key=n.vcenter_key)
             for n in new_jobs
         ]
         for job in jobs:
@@ -233,7 +235,7 @@ class JobManager:
     def _busy_vcenters(self) -> list[str]:
         if self._jobs_per_vcenter is None:
             return []
-        running = Counter(vcenter_key(run.job.definition) for run in self._running.values())
+        running = Counter(run.job.vcenter_key for run in self._running.values())
         return sorted(key for key, n in running.items() if n >= self._jobs_per_vcenter)
 
     def _start(self, job: Job) -> None:

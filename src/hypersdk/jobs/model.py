@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from attrs import frozen
+
+from ..vsphere.connection import parse_vcenter_url
+from .definition import SourceSpec
 
 PENDING = "pending"
 RUNNING = "running"
@@ -55,6 +58,7 @@ class Job:
     completed_at: Optional[float] = None
     result: Optional[dict[str, Any]] = None
     error: Optional[str] = None
+    vcenter_key: str = ""  # see vcenter_key(): not shown, counted by limits.jobs_per_vcenter
 
     @property
     def terminal(self) -> bool:
@@ -69,6 +73,7 @@ class NewJob:
     definition: dict[str, Any]  # redacted: secrets replaced by "***"
     secrets: dict[str, str]  # "source.password" -> value; encrypted by the store
     created_at: float
+    vcenter_key: str = ""
 
 
 @frozen
@@ -79,7 +84,13 @@ class HistoryEntry:
     message: str
 
 
-def vcenter_key(definition: dict[str, Any]) -> str:
-    """The vCenter a job reads from: its configured name, else its URL (limits.jobs_per_vcenter)."""
-    source = definition.get("source", {})
-    return source.get("vcenter") or source.get("vcenter_url") or ""
+def vcenter_key(source: SourceSpec, named_urls: Mapping[str, str]) -> str:
+    """The vCenter a job reads from, one spelling per server (limits.jobs_per_vcenter):
+    ``vc.example.com``, ``https://VC.example.com:443/sdk/`` and a configured name for it all give
+    ``vc.example.com:443``."""
+    url = named_urls.get(source.vcenter) if source.vcenter is not None else source.vcenter_url
+    if url is None:  # a name no longer configured: it still counts as one vCenter
+        return f"vcenter:{source.vcenter}"
+    _scheme, host, port, _path = parse_vcenter_url(url, allow_http=True)
+    host = host.lower().rstrip(".")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

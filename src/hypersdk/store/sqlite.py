@@ -19,10 +19,9 @@ from ..errors import Conflict
 from ..jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, HistoryEntry, Job, NewJob, Progress
 from .secretbox import SecretBox, thd_load_or_create_key
 
-_JOB_COLUMNS = "id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at"
+_JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
+                " vcenter_key")
 _PROGRESS_FIELDS = {f.name for f in fields(Progress)}
-# The vCenter a job reads from, as jobs.model.vcenter_key computes it (limits.jobs_per_vcenter).
-VCENTER_KEY = "coalesce(json_extract(definition, '$.source.vcenter'), json_extract(definition, '$.source.vcenter_url'))"
 _PENDING_FIFO = f"INDEXED BY jobs_pending_fifo WHERE status = '{PENDING}'"  # a literal, to match the partial index
 
 
@@ -103,6 +102,7 @@ class SQLiteJobStore:
                 _dump_progress(Progress()),
                 job.created_at,
                 job.created_at,
+                job.vcenter_key,
             )
             for job in jobs
         ]
@@ -111,8 +111,8 @@ class SQLiteJobStore:
             if duplicate is not None:
                 raise Conflict(f"a job with id {duplicate} already exists")
             db.executemany(
-                "INSERT INTO jobs (id, status, definition, secrets, progress, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, status, definition, secrets, progress, created_at, updated_at, vcenter_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             _add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
@@ -121,7 +121,7 @@ class SQLiteJobStore:
         return self._run(self._thd_claim_next, now, tuple(busy_vcenters))
 
     def _thd_claim_next(self, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
-        skip = f" AND {VCENTER_KEY} NOT IN ({', '.join('?' * len(busy_vcenters))})" if busy_vcenters else ""
+        skip = f" AND vcenter_key NOT IN ({', '.join('?' * len(busy_vcenters))})" if busy_vcenters else ""
         with transaction(self._db) as db:
             row = db.execute(
                 # Without statistics the planner sorts every pending job on each claim;
@@ -314,4 +314,5 @@ def _job(row: sqlite3.Row) -> Job:
         started_at=row["started_at"],
         completed_at=row["completed_at"],
         updated_at=row["updated_at"],
+        vcenter_key=row["vcenter_key"] or "",
     )

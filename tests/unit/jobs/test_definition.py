@@ -91,7 +91,7 @@ def test_unavailable_conversion_method_is_refused_with_the_reason():
 
 def test_named_vcenter_replaces_url_and_credentials():
     data = definition(source={"type": "vsphere", "vcenter": "prod"})
-    spec = parse_definition(data, SubmitContext(vcenter_names=frozenset({"prod"})))
+    spec = parse_definition(data, SubmitContext(vcenter_urls={"prod": "vc.example.com"}))
     assert spec.source.vcenter == "prod" and spec.source.password is None
     assert problem(data) == "source.vcenter: unknown vCenter 'prod' (none are configured)"
 
@@ -130,3 +130,21 @@ def test_any_change_is_either_accepted_or_refused_naming_that_field(path, value)
         assert e.problem
     else:
         assert path[-1] != "extra"
+
+
+def test_vcenter_key_is_one_spelling_per_server():
+    from hypersdk.jobs.model import vcenter_key
+
+    named = {"prod": "https://VC.Example.com/sdk", "lab": "lab.example.com:8443"}
+
+    def key(**source):
+        return vcenter_key(parse_definition(definition(source={"type": "vsphere", "username": "u", "password": "p",
+                                                               **source}),
+                                            SubmitContext(vcenter_urls=named)).source, named)
+
+    same = {key(vcenter_url=url) for url in ("vc.example.com", "https://vc.example.com/sdk", "VC.example.com.",
+                                              "https://VC.example.com:443/sdk/", "vc.example.com:443")}
+    assert same == {key(vcenter="prod")} == {"vc.example.com:443"}
+    assert key(vcenter_url="vc.example.com:8443") == "vc.example.com:8443"
+    assert key(vcenter="lab") == "lab.example.com:8443"
+    assert key(vcenter_url="https://[FE80::1]/sdk") == "[fe80::1]:443"

@@ -5,6 +5,7 @@ from twisted.internet.task import Clock
 from hypersdk import events
 from hypersdk.errors import HyperSDKError, Unavailable
 from hypersdk.events import EventBus
+from hypersdk.jobs.definition import SubmitContext
 from hypersdk.jobs.manager import JobManager
 from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from hypersdk.store.sqlite import SQLiteJobStore
@@ -202,3 +203,17 @@ def test_jobs_beyond_the_per_vcenter_limit_wait_while_other_vcenters_go_ahead():
     assert h.status(a2) == PENDING
     h.pipeline.runs[a1].complete()
     assert h.pipeline.started == [a1, b1, a2]
+
+
+def test_one_vcenter_spelled_three_ways_and_by_name_counts_once_against_its_limit():
+    h = Harness(workers=4)
+    context = SubmitContext(vcenter_urls={"prod": "https://vc.example.com/sdk"})
+    h.manager = JobManager(h.store, h.pipeline, h.clock, h.bus, 4, context, jobs_per_vcenter=1)
+    h.start()
+    spellings = ["vc.example.com", "https://vc.example.com/sdk", "https://VC.example.com:443/sdk/"]
+    ids = [h.submit(1, source={**definition()["source"], "vcenter_url": url})[0] for url in spellings]
+    ids += h.submit(1, source={"type": "vsphere", "vcenter": "prod"})
+    assert h.pipeline.started == ids[:1]
+    assert [h.status(i) for i in ids] == [RUNNING, PENDING, PENDING, PENDING]
+    h.pipeline.runs[ids[0]].complete()
+    assert h.pipeline.started == ids[:2]
