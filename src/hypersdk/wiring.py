@@ -8,10 +8,8 @@ import re
 from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from . import __version__
@@ -42,7 +40,8 @@ from .store.schedules import SQLiteScheduleStore
 from .store.webhooks import SQLiteWebhookStore
 from .store.sqlite import SQLiteJobStore
 from .vsphere.client import VSphere
-from .webhooks.delivery import WebhookService, resolver
+from .webhooks.connect import resolver, webhook_client
+from .webhooks.delivery import WebhookService
 from .webhooks.model import CONFIG, Webhook
 
 if TYPE_CHECKING:
@@ -60,11 +59,11 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                             method_problem=pipeline.method_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
                          jobs_per_vcenter=config.limits.jobs_per_vcenter)
+    client = webhook_client(reactor, resolver(reactor),
+                            deny_private_networks=config.webhook_settings.deny_private_networks)
     webhooks = WebhookService(
-        SQLiteWebhookStore(store, keep=config.webhook_settings.keep_deliveries), webhook_client(reactor), reactor, bus,
-        config_hooks=config_webhooks(config), resolve=resolver(reactor),
-        deny_private_networks=config.webhook_settings.deny_private_networks,
-        queue_size=config.webhook_settings.queue_size, version=__version__,
+        SQLiteWebhookStore(store, keep=config.webhook_settings.keep_deliveries), client, reactor, bus,
+        config_hooks=config_webhooks(config), queue_size=config.webhook_settings.queue_size, version=__version__,
     )
     scheduler = Scheduler(SQLiteScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
     status = StatusAPI(manager, store, reactor, started_at=reactor.seconds())
@@ -127,13 +126,6 @@ def vm_finder(vsphere: VSphere):
         return [vm.path for vm in await vsphere.list_vms(params, None, folder) if not vm.template]
 
     return find
-
-
-def webhook_client(reactor) -> HTTPClient:
-    """treq with a connection pool of its own (not treq's global one)."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 2
-    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=30))
 
 
 def config_webhooks(config: Config) -> list[Webhook]:

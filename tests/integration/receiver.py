@@ -12,7 +12,8 @@ from typing import Optional
 class Receiver:
     """Records every POST; answers by ``script`` (status codes, or ("slow", seconds, status)), then ``default``."""
 
-    def __init__(self, port: int = 0, default=200):
+    def __init__(self, port: int = 0, default=200, tls=None):
+        """``tls``: a server-side ssl.SSLContext to answer HTTPS instead of HTTP."""
         self.script: list = []
         self.default = default
         self.received: list[dict] = []
@@ -42,8 +43,10 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
         self._thread: Optional[threading.Thread] = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

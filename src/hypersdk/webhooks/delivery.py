@@ -12,18 +12,16 @@ first. Deliveries still pending at stop are resumed at the next start
 from __future__ import annotations
 
 import random
-import socket
 import time
 import uuid
 from collections import deque
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import treq
 from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from .. import events
@@ -31,12 +29,9 @@ from ..errors import Conflict, NotFound
 from ..events import Event, EventBus
 from ..timefmt import rfc3339
 from . import rules
+from .connect import PrivateAddress
 from .model import API, DELIVERED, DROPPED, FAILED, PENDING, Attempt, Delivery, Webhook
 from .payload import event_data
-
-# host -> its IP addresses (only asked when private networks are denied)
-Resolve = Callable[[str], Awaitable[list[str]]]
-
 
 class WebhookNotFound(NotFound):
     code = "webhook_not_found"
@@ -54,16 +49,13 @@ class _Hook:
 class WebhookService:
     log = Logger()
 
-    def __init__(self, store, client, clock, bus: EventBus, *, config_hooks: list[Webhook], resolve: Resolve,
-                 deny_private_networks: bool = False, queue_size: int = 1000, version: str = "",
-                 rng: Optional[random.Random] = None):
+    def __init__(self, store, client, clock, bus: EventBus, *, config_hooks: list[Webhook], queue_size: int = 1000,
+                 version: str = "", rng: Optional[random.Random] = None):
         self._store = store
-        self._client = client  # a treq HTTPClient with its own connection pool
+        self._client = client  # a treq HTTPClient with its own connection pool (connect.webhook_client)
         self._clock = clock
         self._bus = bus
         self._config_hooks = config_hooks
-        self._resolve = resolve
-        self._deny_private = deny_private_networks
         self._queue_size = queue_size
         self._version = version
         self._rng = rng or random.Random()
@@ -269,7 +261,7 @@ class WebhookService:
                 return ended(error=f"no answer within {webhook.timeout:g} s")
             if isinstance(e, CancelledError) or self._stopping or (hook is not None and hook.deleted):
                 raise CancelledError() from None  # stopping or deleted: the delivery stays as it is
-            if isinstance(e, _Refused):
+            if isinstance(e, PrivateAddress):
                 return ended(error=f"{_REFUSED}: {e}")
             return ended(error=_describe(e))
         finally:
@@ -277,11 +269,6 @@ class WebhookService:
                 timer.cancel()
 
     async def _post(self, webhook: Webhook, delivery: Delivery) -> int:
-        if self._deny_private:
-            host = urlsplit(webhook.url).hostname
-            for address in await self._resolve(host):
-                if rules.private_address(address):
-                    raise _Refused(f"{host} is {address}, a private address (webhooks.deny_private_networks)")
         headers = rules.headers_for(delivery_id=delivery.id, event_type=delivery.event, raw_body=delivery.body,
                                     version=self._version, configured=webhook.headers, secret=webhook.secret)
         # No redirects: a 3xx is an answer, and must not lead around deny_private_networks.
@@ -296,10 +283,6 @@ class WebhookService:
 _REFUSED = "refused"
 
 
-class _Refused(Exception):
-    pass
-
-
 def _describe(e: Exception) -> str:
     reasons = getattr(e, "reasons", None)  # twisted.web's ResponseFailed and friends wrap the cause
     if reasons:
@@ -311,15 +294,3 @@ def _safe_url(url: str) -> str:
     """The URL without its query string, which may carry a token."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def resolver(reactor) -> Resolve:
-    """The receiver's addresses, looked up in the reactor's thread pool."""
-
-    def lookup(host: str) -> list[str]:
-        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
-
-    def resolve(host: str) -> Deferred:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, host)
-
-    return resolve

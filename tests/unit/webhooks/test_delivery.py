@@ -5,7 +5,7 @@ import random
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -16,6 +16,7 @@ from hypersdk.jobs.model import Job, Progress
 from hypersdk.store.sqlite import SQLiteJobStore
 from hypersdk.store.webhooks import SQLiteWebhookStore
 from hypersdk.webhooks import rules
+from hypersdk.webhooks.connect import PrivateAddress
 from hypersdk.webhooks.delivery import WebhookService
 from hypersdk.webhooks.model import CONFIG, Webhook
 from tests.fakes.runner import ImmediateRunner
@@ -51,8 +52,7 @@ class Receiver(Resource):
 
 
 class World:
-    def __init__(self, hooks=None, deny_private=False, addresses=("203.0.113.7",), queue_size=1000, store=None,
-                 receiver=None, clock=None):
+    def __init__(self, hooks=None, queue_size=1000, store=None, receiver=None, clock=None, client=None):
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(1_700_000_000)
@@ -64,17 +64,10 @@ class World:
         self.receiver = receiver or Receiver()
         self.stub = StubTreq(self.receiver)
         self.bus = EventBus()
-        self.looked_up = []
-
-        def resolve(host):
-            self.looked_up.append(host)
-            return succeed(list(addresses))
-
         self.service = WebhookService(
-            self.store, self.stub, self.clock, self.bus,
+            self.store, client or self.stub, self.clock, self.bus,
             config_hooks=hooks if hooks is not None else [Webhook(key="config-0", origin=CONFIG, url=URL, secret="k3y")],
-            resolve=resolve, deny_private_networks=deny_private, queue_size=queue_size, version="9.9",
-            rng=random.Random(1),
+            queue_size=queue_size, version="9.9", rng=random.Random(1),
         )
         result_of(self.service.start())
         self.pump()
@@ -217,10 +210,23 @@ def test_pending_deliveries_are_resumed_by_the_next_start_with_the_same_delivery
     assert again.receiver.received[0]["headers"]["x-hypersdk-delivery"] == first_id
 
 
-def test_private_receivers_are_refused_at_delivery_time_when_denied():
-    w = World(deny_private=True, addresses=("10.0.0.8",))
+class RefusingClient:
+    """What connect.webhook_client does when the receiver resolves to a private address."""
+
+    def __init__(self):
+        self.posts = 0
+
+    def post(self, url, **kwargs):
+        self.posts += 1
+        return fail(PrivateAddress("receiver.test", "10.0.0.8"))
+
+
+def test_a_receiver_refused_as_private_fails_at_once_without_retries():
+    client = RefusingClient()
+    w = World(client=client)
     w.publish(events.JOB_FAILED)
-    assert w.receiver.received == [] and w.looked_up == ["receiver.test"]
+    w.advance(60)
+    assert client.posts == 1
     (delivery,) = w.recent()
     assert delivery.state == "failed" and len(delivery.attempts) == 1  # retrying cannot help
     assert "10.0.0.8, a private address" in delivery.attempts[0].error
