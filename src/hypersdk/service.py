@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
@@ -108,7 +108,7 @@ class HyperSDKService(MultiService):
         if self._webhooks is not None:  # after the last job events: they are stored, sent after restart
             self._webhooks.stop()
         for worker in reversed(self._workers):
-            worker.stop()
+            await maybeDeferred(worker.stop)  # the vSphere layer logs its sessions out first
         try:
             await self._store.close()
         except Exception as e:  # the store may never have opened

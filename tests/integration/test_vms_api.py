@@ -1,5 +1,6 @@
 """The VM Discovery API through the real daemon, against the vCenter simulator."""
 
+import signal
 import uuid
 from urllib.parse import urlencode
 
@@ -185,3 +186,23 @@ def test_passwords_in_query_strings_reach_no_log(daemon, sim):
     daemon.get("/vms/list?" + urlencode(creds(sim, password=SECRET + "-wrong")))
     assert SECRET not in daemon.output()
     assert "/vms/list" in daemon.output()
+
+
+def sessions_of(si, user="user"):
+    return [s for s in si.content.sessionManager.sessionList if s.userName == user]
+
+
+def test_restarts_leave_no_vcenter_session_behind(tmp_path, sim, si):
+    """A vCenter that limits sessions per user must not fill up with a restarted daemon's sessions."""
+    before = len(sessions_of(si))
+    for round_ in range(3):
+        (tmp_path / f"run{round_}").mkdir()
+        d = Daemon(tmp_path / f"run{round_}", {"pipeline": {"connect_timeout": 3}}).start()
+        try:
+            for password in (SECRET, SECRET):  # the same account twice: one pooled session
+                assert d.get("/vms/list?" + urlencode(creds(sim, password=password))).status_code == 200
+            assert len(sessions_of(si)) == before + 1
+            assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+        finally:
+            d.close()
+        assert len(sessions_of(si)) == before, f"round {round_}: the stopped daemon's session is still open"

@@ -10,6 +10,7 @@ from typing import Optional
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 
 from .. import errors
 from ..config import VCenterConfig, read_vcenter_password
@@ -24,6 +25,8 @@ from .sessions import SessionCache
 
 
 class VSphere:
+    log = Logger()
+
     def __init__(self, reactor, timeout: float, named: Optional[dict[str, VCenterConfig]] = None, max_threads: int = 8):
         """``named``: the vCenters of the configuration file, by name."""
         self._reactor = reactor
@@ -35,7 +38,12 @@ class VSphere:
     def start(self) -> None:
         self.pool.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Log every vCenter session out (bounded), then stop the threads."""
+        try:
+            await self._in_thread(self._timeout, self.sessions.thd_close_all)
+        except Exception as e:
+            self.log.warn("logging out of vCenter at stop: {error}", error=getattr(e, "message", None) or repr(e))
         self.pool.stop()
 
     def _in_thread(self, deadline: Optional[float], fn, *args) -> Deferred:

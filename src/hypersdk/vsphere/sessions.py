@@ -3,7 +3,10 @@
 Blocking and thread-safe: every method runs in a pool thread. Logins to the
 same (vCenter, account, TLS policy) are serialized; different accounts log in
 concurrently. A session found logged out (expired, or ended by an admin) is
-replaced by a fresh login.
+replaced by a fresh login. Every session that leaves the cache is logged out:
+when it is dropped, when it has sat unused for ``idle_timeout`` (the accounts
+of one-off /vms requests), and when the daemon stops. A vCenter that limits
+sessions per user never fills up with ours.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from hypersdk.vsphere.connection import (
     thd_connect,
     thd_disconnect,
     upstream_errors,
+    where as _where,
 )
 
 log = Logger()
@@ -40,18 +44,23 @@ class SessionCache:
         timeout: float = 30.0,
         check_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        disconnect: Callable[[vim.ServiceInstance], None] = thd_disconnect,
+        idle_timeout: float = 600.0,
     ) -> None:
         """``check_interval``: a session used successfully less than this many seconds
         ago is handed out without asking vCenter whether it is still logged in."""
         self._connect = connect
+        self._disconnect = disconnect
         self._timeout = timeout
         self._check_interval = check_interval
+        self._idle_timeout = idle_timeout
         self._clock = clock
         self._digest_key = os.urandom(32)  # passwords are only held as keyed digests in keys
         self._lock = threading.Lock()
         self._key_locks: dict[SessionKey, threading.Lock] = {}
         self._sessions: dict[SessionKey, vim.ServiceInstance] = {}
         self._verified_at: dict[SessionKey, float] = {}
+        self._used_at: dict[SessionKey, float] = {}
 
     def key(self, params: VCenterParams) -> SessionKey:
         digest = hmac.new(self._digest_key, params.password.encode(), "sha256").hexdigest()
@@ -76,7 +85,9 @@ class SessionCache:
     def thd_session(self, params: VCenterParams) -> vim.ServiceInstance:
         """A logged-in ServiceInstance for ``params``, logging in (again) if needed."""
         key = self.key(params)
+        self._close_idle(but=key)
         with self._key_lock(key):
+            self._used_at[key] = self._clock()
             si = self._sessions.get(key)
             if si is not None:
                 if self._clock() - self._verified_at.get(key, float("-inf")) < self._check_interval:
@@ -112,7 +123,20 @@ class SessionCache:
     def _forget(self, key: SessionKey, si: vim.ServiceInstance) -> None:
         self._sessions.pop(key, None)
         self._verified_at.pop(key, None)
-        si._stub.DropConnections()
+        self._used_at.pop(key, None)
+        self._disconnect(si)  # logged out, not just abandoned: vCenter counts it until it times out
+
+    def _close_idle(self, but: SessionKey) -> None:
+        """Log out the sessions nobody used for ``idle_timeout`` (other than ``but``, about to be used)."""
+        now = self._clock()
+        with self._lock:
+            idle = [key for key, at in self._used_at.items() if key != but and now - at > self._idle_timeout]
+        for key in idle:
+            with self._key_lock(key):
+                si = self._sessions.get(key)
+                if si is not None and now - self._used_at.get(key, now) > self._idle_timeout:
+                    log.info("logging out of an idle vCenter session on {vcenter}", vcenter=_where(si))
+                    self._forget(key, si)
 
     def thd_close_all(self) -> None:
         """Log every session out (best effort); for stopService."""
@@ -120,8 +144,9 @@ class SessionCache:
             sessions = list(self._sessions.items())
             self._sessions.clear()
             self._verified_at.clear()
+            self._used_at.clear()
         for _key, si in sessions:
-            thd_disconnect(si)
+            self._disconnect(si)
 
     def __len__(self) -> int:
         with self._lock:

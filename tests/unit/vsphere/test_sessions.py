@@ -172,3 +172,44 @@ def test_close_all_logs_every_session_out():
     assert not a._stub.sm.logged_in and not b._stub.sm.logged_in
     assert a._stub.dropped and b._stub.dropped
     assert len(cache) == 0
+
+
+class Recorder:
+    """Records each logout, as thd_disconnect would do it."""
+
+    def __init__(self):
+        self.logged_out = []
+
+    def __call__(self, si):
+        self.logged_out.append(si)
+        si._stub.DropConnections()
+
+
+def test_a_session_dropped_because_its_connection_broke_is_logged_out():
+    disconnect = Recorder()
+    cache = SessionCache(connect=FakeConnect(), disconnect=disconnect)
+    first = cache.thd_session(params())
+    first._stub.sm.connection_closed = True
+    assert cache.thd_session(params()) is not first
+    assert disconnect.logged_out == [first]
+
+
+def test_invalidating_a_session_logs_it_out():
+    disconnect = Recorder()
+    cache = SessionCache(connect=FakeConnect(), disconnect=disconnect)
+    first = cache.thd_session(params())
+    cache.invalidate(params())
+    assert disconnect.logged_out == [first] and len(cache) == 0
+
+
+def test_sessions_unused_for_the_idle_timeout_are_logged_out_at_the_next_call():
+    now = [0.0]
+    disconnect = Recorder()
+    cache = SessionCache(connect=FakeConnect(), disconnect=disconnect, idle_timeout=600, clock=lambda: now[0])
+    one_off = cache.thd_session(params(username="once"))
+    busy = cache.thd_session(params())
+    now[0] = 500
+    assert cache.thd_session(params()) is busy
+    now[0] = 700  # "once" unused for 700 s, the other for 200 s
+    assert cache.thd_session(params()) is busy
+    assert disconnect.logged_out == [one_off] and len(cache) == 1
