@@ -49,6 +49,8 @@ class MetricsConfig:
     port: Optional[int] = field(
         default=None, metadata=_check(lambda p: p is None or 0 < p < 65536, "must be a TCP port")
     )
+    # A port of its own asks for the API's tokens; this serves it without (refused on other hosts' reach otherwise)
+    allow_anonymous: bool = False
 
 
 @frozen
@@ -312,13 +314,34 @@ def read_token(token: TokenConfig) -> str:
 
 
 def check_exposure(config: Config, listen: str) -> None:
-    """A listener other than loopback without authentication is refused, unless explicitly allowed."""
-    if config.auth.tokens or config.auth.allow_anonymous or _loopback_only(listen):
-        return
-    raise ConfigError(
-        f"listen {listen!r} is reachable from other hosts and auth has no tokens: add auth.tokens,"
-        " or set auth.allow_anonymous: true to serve it without authentication"
-    )
+    """A listener other than loopback without authentication is refused, unless explicitly allowed:
+    the API's, and the metrics listener of its own."""
+    if not (config.auth.tokens or config.auth.allow_anonymous or _loopback_only(listen)):
+        raise ConfigError(
+            f"listen {listen!r} is reachable from other hosts and auth has no tokens: add auth.tokens,"
+            " or set auth.allow_anonymous: true to serve it without authentication"
+        )
+    metrics = metrics_listen(config, listen)
+    if metrics is not None and not (config.auth.tokens or config.metrics.allow_anonymous or _loopback_only(metrics)):
+        raise ConfigError(
+            f"metrics.port {config.metrics.port} is reachable from other hosts and auth has no tokens: add"
+            " auth.tokens (the metrics port then asks for a read or admin token), or set"
+            " metrics.allow_anonymous: true to serve metrics without authentication"
+        )
+
+
+def metrics_listen(config: Config, listen: str) -> Optional[str]:
+    """The endpoint of a metrics listener of its own (on the API's interface), or None when metrics
+    are off or served on the API port."""
+    port = config.metrics.port
+    api_port = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen)
+    if not config.metrics.enabled or port is None or (api_port is not None and int(api_port.group(1)) == port):
+        return None
+    if listen.startswith("unix:"):
+        return f"tcp:{port}:interface=127.0.0.1"
+    interface = listen_interface(listen)
+    kind = "tcp6" if listen.startswith("tcp6:") else "tcp"
+    return f"{kind}:{port}" + (f":interface={interface}" if interface is not None else "")
 
 
 def _loopback_only(listen: str) -> bool:

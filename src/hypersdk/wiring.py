@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.web.server import Site
 
 from . import __version__
 from .api.guard import ApiToken, Guard
@@ -24,7 +22,7 @@ from .api.status import StatusAPI
 from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
 from .api.ws import INITIAL_JOBS, LiveArea, LiveFeed
-from .config import Config, listen_interface, read_token
+from .config import Config, metrics_listen, read_token
 from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
@@ -72,10 +70,10 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                     held_bytes_limit=config.limits.websocket_send_buffer_bytes,
                     ping_every=config.limits.websocket_ping_interval, ping_timeout=config.limits.websocket_ping_timeout)
     metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
-    metrics_port = separate_metrics_port(config, listen)
+    metrics_endpoint = metrics_listen(config, listen)
     areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
              VmsAPI(vsphere, context), LiveArea(feed), OpenAPIArea(__version__), WebArea()]
-    if metrics is not None and metrics_port is None:
+    if metrics is not None and metrics_endpoint is None:
         areas.append(MetricsArea(metrics.registry))
     root = build_resource(status, *areas)
     metrics_listener = None
@@ -86,15 +84,17 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                       websocket_clients=lambda: len(feed.clients), webhook_counts=webhooks.counts,
                       schedule_stats=scheduler.stats)
         on_request = request_observer(metrics, route_templates(root))
-        if metrics_port is not None:
-            kind = "tcp6" if listen.startswith("tcp6:") else "tcp"
-            interface = listen_interface(listen) or "127.0.0.1"
-            endpoint = serverFromString(reactor, f"{kind}:{metrics_port}:interface={interface}")
-            metrics_listener = (endpoint, Site(MetricsOnlyResource(metrics.registry)))
-    guard = Guard([ApiToken(t.name, read_token(t), t.role) for t in config.auth.tokens], reactor,
-                  requests_per_second=config.limits.requests_per_second, burst=config.limits.burst,
-                  on_denied=metrics.count_denied if metrics is not None else lambda reason: None,
-                  loopback_hosts_only=not config.auth.tokens and not config.auth.allow_anonymous)
+    tokens = [ApiToken(t.name, read_token(t), t.role) for t in config.auth.tokens]
+    on_denied = metrics.count_denied if metrics is not None else lambda reason: None
+    guard = Guard(tokens, reactor, requests_per_second=config.limits.requests_per_second, burst=config.limits.burst,
+                  on_denied=on_denied, loopback_hosts_only=not config.auth.tokens and not config.auth.allow_anonymous)
+    if metrics is not None and metrics_endpoint is not None:
+        open_metrics = config.metrics.allow_anonymous
+        metrics_guard = Guard([] if open_metrics else tokens, reactor, on_denied=on_denied,
+                              loopback_hosts_only=not tokens and not open_metrics)
+        metrics_site = APISite(MetricsOnlyResource(metrics.registry), reactor,
+                               max_body_bytes=config.limits.max_body_bytes, access_log=False, guard=metrics_guard)
+        metrics_listener = (serverFromString(reactor, metrics_endpoint), metrics_site)
     site = APISite(root, reactor, max_body_bytes=config.limits.max_body_bytes,
                    access_log=config.log.level in ("debug", "info"), on_request=on_request, guard=guard)
     notifier = Notifier(reactor, status=lambda: status_line(manager))
@@ -151,17 +151,6 @@ def request_observer(metrics: Metrics, template):
                                 seconds)
 
     return observe
-
-
-def listen_port(listen: str):
-    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen)
-    return int(match.group(1)) if match else None
-
-
-def separate_metrics_port(config: Config, listen: str):
-    """metrics.port when it differs from the API's port, else None (served on the API port)."""
-    port = config.metrics.port
-    return None if port is None or port == listen_port(listen) else port
 
 
 JOB_STATE_CHANGES = (events.JOB_SUBMITTED, events.JOB_STARTED, *events.JOB_ENDED)

@@ -165,3 +165,47 @@ def test_jobs_beyond_the_per_vcenter_limit_wait_in_the_queue(tmp_path, black_hol
         wait_for(lambda: d.job(second)["status"] == "running", 10, "the second job to start")
     finally:
         d.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_metrics_port_open_to_other_hosts_needs_tokens_or_an_explicit_choice(tmp_path):
+    port = free_port()
+    metrics = f"metrics: {{enabled: true, port: {port}}}\n"
+    database = f"database: {{path: {tmp_path}/db}}\n"
+    # The API is open on purpose; metrics on their own port, reachable from other hosts, are not.
+    refused = start_twistd(tmp_path, database + metrics + "auth: {allow_anonymous: true}\n", "tcp:0")
+    assert refused.returncode == 1
+    assert f"metrics.port {port} is reachable from other hosts and auth has no tokens" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    (tmp_path / "open").mkdir()
+    d = Daemon(tmp_path / "open", {"metrics": {"enabled": True, "port": port, "allow_anonymous": True},
+                                   "auth": {"allow_anonymous": True}}, listen="tcp:0").start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 200
+    finally:
+        d.close()
+
+
+def test_a_metrics_port_of_its_own_asks_for_the_api_tokens(tmp_path):
+    port = free_port()
+    d = Daemon(tmp_path, {"metrics": {"enabled": True, "port": port},
+                          "auth": {"tokens": [{"name": "ops", "token": ADMIN, "role": "admin"},
+                                              {"name": "prometheus", "token": READER, "role": "read"}]}},
+               listen="tcp:0").start()  # every interface, metrics too
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        missing = requests.get(url, timeout=10)
+        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "token" in missing.json()["error"]
+        assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+        for token in (READER, ADMIN):
+            answered = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert answered.status_code == 200 and "hypersdk_build_info" in answered.text
+        assert "denied GET /metrics from 127.0.0.1: no token" in d.output()
+    finally:
+        d.close()

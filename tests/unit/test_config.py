@@ -149,3 +149,15 @@ def test_missing_file_is_one_clear_line(tmp_path):
 def test_unreadable_password_file_is_reported(tmp_path):
     message = error_of(tmp_path, "vcenters:\n  prod:\n    url: vc\n    username: u\n    password_file: /nonexistent/pw")
     assert message == "vcenters.prod.password_file: cannot read /nonexistent/pw"
+
+
+def test_a_metrics_listener_of_its_own_follows_the_api_interface():
+    from hypersdk.config import metrics_listen
+
+    on = parse_config({"metrics": {"enabled": True, "port": 9100}})
+    assert metrics_listen(on, "tcp:8080:interface=127.0.0.1") == "tcp:9100:interface=127.0.0.1"
+    assert metrics_listen(on, "tcp:8080") == "tcp:9100"  # every interface, as the API
+    assert metrics_listen(on, "tcp6:8080:interface=\\:\\:1") == "tcp6:9100:interface=\\:\\:1"
+    assert metrics_listen(on, "unix:/run/hypersdk.sock") == "tcp:9100:interface=127.0.0.1"
+    assert metrics_listen(on, "tcp:9100") is None  # the API's own port: served there
+    assert metrics_listen(parse_config({"metrics": {"enabled": False, "port": 9100}}), "tcp:8080") is None
