@@ -152,7 +152,7 @@ def test_unreadable_password_file_is_reported(tmp_path):
 
 
 def test_a_metrics_listener_of_its_own_follows_the_api_interface():
-    from hypersdk.config import metrics_listen
+    from hypersdk.config import metrics_listen, parse_config
 
     on = parse_config({"metrics": {"enabled": True, "port": 9100}})
     assert metrics_listen(on, "tcp:8080:interface=127.0.0.1") == "tcp:9100:interface=127.0.0.1"
