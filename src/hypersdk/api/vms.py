@@ -168,13 +168,15 @@ def info_json(vm: VmInfo) -> dict[str, Any]:
                 "file_path": d.file_name,
                 "datastore": d.datastore,
                 "controller": d.controller_type,
+                "controller_model": d.controller_model,
                 "bus": d.controller_bus,
                 "unit": d.unit_number,
                 "thin": d.thin,
             }
             for d in vm.disks
         ],
-        "nics": [{"label": n.label, "network": n.network, "mac": n.mac, "adapter": n.adapter_type} for n in vm.nics],
+        "nics": [{"label": n.label, "network": n.network, "mac": n.mac, "adapter": n.adapter_type,
+                  "pci_slot": n.pci_slot} for n in vm.nics],
         "cdroms": len(vm.cdroms),
         "firmware": vm.firmware,
         "secure_boot": vm.secure_boot,

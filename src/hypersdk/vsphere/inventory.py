@@ -59,6 +59,16 @@ _CONTROLLER_TYPES = (
     (vim.vm.device.VirtualIDEController, "ide"),
     (vim.vm.device.VirtualNVMEController, "nvme"),
 )
+# Most specific first: the SCSI models are VirtualSCSIControllers, AHCI a VirtualSATAController.
+_CONTROLLER_MODELS = (
+    (vim.vm.device.ParaVirtualSCSIController, "pvscsi"),
+    (vim.vm.device.VirtualLsiLogicSASController, "lsisas"),
+    (vim.vm.device.VirtualLsiLogicController, "lsilogic"),
+    (vim.vm.device.VirtualBusLogicController, "buslogic"),
+    (vim.vm.device.VirtualAHCIController, "ahci"),
+    (vim.vm.device.VirtualIDEController, "ide"),
+    (vim.vm.device.VirtualNVMEController, "nvme"),
+)
 _THIN_BACKINGS = (
     vim.vm.device.VirtualDisk.SparseVer2BackingInfo,
     vim.vm.device.VirtualDisk.SeSparseBackingInfo,
@@ -188,6 +198,7 @@ def disks_of(devices: list) -> tuple[DiskInfo, ...]:
             unit_number=int(d.unitNumber or 0),
             thin=thin,
             disk_mode=getattr(backing, "diskMode", None) or "persistent",
+            controller_model=next((n for t, n in _CONTROLLER_MODELS if isinstance(controller, t)), "unknown"),
         ))
     return tuple(disks)
 
@@ -247,6 +258,7 @@ def nics_of(devices: list, networks: _NetworkNames) -> tuple[NicInfo, ...]:
         adapter = next((n for t, n in _NIC_TYPES if isinstance(d, t)), type(d).__name__.rsplit(".", 1)[-1].lower())
         nics.append(NicInfo(
             key=d.key, label=_label(d), network=name, mac=(d.macAddress or "").lower(), adapter_type=adapter,
+            pci_slot=getattr(d.slotInfo, "pciSlotNumber", None) if d.slotInfo is not None else None,
         ))
     return tuple(nics)
 

@@ -23,6 +23,8 @@ class DiskInfo:
     unit_number: int  # unit on that controller
     thin: bool
     disk_mode: str = "persistent"
+    # "pvscsi" | "lsisas" | "lsilogic" | "buslogic" | "ahci" | "ide" | "nvme" | "unknown"
+    controller_model: str = "unknown"
 
 
 @frozen
@@ -32,6 +34,7 @@ class NicInfo:
     network: str  # portgroup / network name as vSphere shows it
     mac: str  # lower-case "00:50:56:aa:bb:cc"
     adapter_type: str  # "e1000" | "e1000e" | "vmxnet3" | "vmxnet2" | "pcnet32" | "sriov"
+    pci_slot: Optional[int] = None  # the guest's PCI slot number (192: the guest calls it ens192)
 
 
 @frozen

@@ -1,0 +1,1 @@
+"""Guest-facing decisions: device models, interface names, what a guest carries (pure)."""
