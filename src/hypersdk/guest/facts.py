@@ -47,7 +47,7 @@ def facts_from_report(report: dict[str, Any], initramfs_paths: Optional[list[str
         boot_modules=builtin | module_names(initramfs_paths or []),
         modules=builtin | tree,
         udev=bool(report.get("udev")),
-        predictable_names=predictable_names(report.get("kernel_cmdline") or ""),
+        predictable_names=predictable_names(kernel_cmdline_of_grub_defaults(report.get("grub_defaults") or "")),
     )
 
 

@@ -17,6 +17,7 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from typing import Optional
 
+import attrs
 from attrs import field, frozen
 from attrs.validators import in_, matches_re
 
@@ -29,7 +30,11 @@ ET.register_namespace("hypersdk", NAMESPACE)
 DISK_FORMATS = ("qcow2", "raw")
 MAX_NAME_LENGTH = 200  # leaves room for ".xml" and "_VARS.fd" in file names
 
-_TARGET_RE = r"^vd[a-z]{1,3}$"
+_TARGET_RE = r"^(vd|sd|hd)[a-z]{1,3}$"
+DISK_BUSES = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}  # bus -> its target names' prefix
+SCSI_MODELS = ("vmpvscsi", "lsilogic", "lsisas1068", "virtio-scsi")
+NIC_MODELS = ("virtio", "vmxnet3", "e1000", "e1000e", "pcnet", "rtl8139")
+MACHINES = ("q35", "pc")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux interface name
@@ -40,13 +45,19 @@ _XML_INVALID_CHARS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U
 class DomainDisk:
     """One disk of the new domain: a file path or a pool/volume pair."""
 
-    target: str = field(validator=matches_re(_TARGET_RE))  # "vda", "vdb", ...
+    target: str = field(validator=matches_re(_TARGET_RE))  # "vda", "vdb", ... ("sda" on scsi/sata, "hda" on ide)
     format: str = field(validator=in_(DISK_FORMATS))
     path: Optional[str] = None
     pool: Optional[str] = None
     volume: Optional[str] = None
+    bus: str = field(default="virtio", validator=in_(tuple(DISK_BUSES)))
+    controller: Optional[str] = field(default=None, validator=in_((None, *SCSI_MODELS)))  # the SCSI model
 
     def __attrs_post_init__(self) -> None:
+        if not self.target.startswith(DISK_BUSES[self.bus]):
+            raise ValueError(f"disk target {self.target!r} does not name a {self.bus} disk")
+        if (self.controller is None) == (self.bus == "scsi"):
+            raise ValueError("a SCSI disk names its controller model, and only a SCSI disk")
         if (self.path is None) == (self.pool is None or self.volume is None):
             raise ValueError("DomainDisk needs either a path or both pool and volume")
         # what libvirt's schema accepts (absFilePath, objectName, volName)
@@ -79,7 +90,7 @@ def _plain(text: str) -> bool:
     return bool(text) and not _XML_INVALID_CHARS.search(text) and "\n" not in text and "\r" not in text
 
 
-def virtio_target(index: int) -> str:
+def virtio_target(index: int, prefix: str = "vd") -> str:
     """0 -> vda, 25 -> vdz, 26 -> vdaa (libvirt's disk naming)."""
     if index < 0:
         raise ValueError("disk index must be >= 0")
@@ -88,7 +99,20 @@ def virtio_target(index: int) -> str:
     while n:
         n, rem = divmod(n - 1, 26)
         letters = chr(ord("a") + rem) + letters
-    return "vd" + letters
+    return prefix + letters
+
+
+def on_buses(disks: list[DomainDisk], buses: list[tuple[str, Optional[str]]]) -> list[DomainDisk]:
+    """``disks`` moved to their (bus, SCSI model), with the target names each bus gives them in order
+    (SCSI and SATA disks share the sdX names)."""
+    used: dict[str, int] = {}
+    moved = []
+    for disk, (bus, controller) in zip(disks, buses, strict=True):
+        prefix = DISK_BUSES[bus]
+        index = used.get(prefix, 0)
+        used[prefix] = index + 1
+        moved.append(attrs.evolve(disk, bus=bus, controller=controller, target=virtio_target(index, prefix)))
+    return moved
 
 
 def safe_domain_name(vm_name: str) -> str:
@@ -147,9 +171,17 @@ def build_domain_xml(
     network_mapping: dict[str, str],
     domain_type: str = "kvm",
     vcenter: Optional[str] = None,
+    machine: str = "q35",
+    nic_models: Optional[list[str]] = None,
 ) -> str:
+    """``nic_models``: one libvirt model per NIC of ``vm`` (virtio for all when None)."""
     _check_inputs(vm, name, disks, domain_type)
-    interfaces = [(nic, map_network(network_mapping, nic.network)) for nic in vm.nics]
+    if machine not in MACHINES:
+        raise ValueError(f"machine {machine!r}")
+    models = list(nic_models) if nic_models is not None else ["virtio"] * len(vm.nics)
+    if len(models) != len(vm.nics) or any(m not in NIC_MODELS for m in models):
+        raise ValueError(f"NIC models {models!r} for {len(vm.nics)} NIC(s)")
+    interfaces = [(nic, map_network(network_mapping, nic.network), model) for nic, model in zip(vm.nics, models)]
 
     dom = ET.Element("domain", type=domain_type)
     _text(dom, "name", name)
@@ -164,7 +196,7 @@ def build_domain_xml(
     _text(dom, "memory", kib, unit="KiB")
     _text(dom, "currentMemory", kib, unit="KiB")
     _text(dom, "vcpu", str(vm.num_cpu), placement="static")
-    _os(dom, vm)
+    _os(dom, vm, machine)
 
     features = ET.SubElement(dom, "features")
     ET.SubElement(features, "acpi")
@@ -183,13 +215,17 @@ def build_domain_xml(
     _text(dom, "on_crash", "destroy")
 
     devices = ET.SubElement(dom, "devices")
+    scsi_models = list(dict.fromkeys(d.controller for d in disks if d.controller is not None))
+    units: dict[str, int] = {}
     for index, disk in enumerate(disks):
-        _disk(devices, disk, boot=index == 0)
-    for nic, target in interfaces:
+        _disk(devices, disk, boot=index == 0, scsi_models=scsi_models, units=units)
+    for index, model in enumerate(scsi_models):
+        ET.SubElement(devices, "controller", type="scsi", index=str(index), model=model)
+    for nic, target, model in interfaces:
         iface = ET.SubElement(devices, "interface", type=target.kind)
         ET.SubElement(iface, "mac", address=nic.mac.lower())
         ET.SubElement(iface, "source", {target.kind: target.name})
-        ET.SubElement(iface, "model", type="virtio")
+        ET.SubElement(iface, "model", type=model)
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
@@ -235,12 +271,12 @@ def _check_inputs(vm: VmInfo, name: str, disks: list[DomainDisk], domain_type: s
             raise InvalidField("nics", f"{nic.label} has an invalid unicast MAC address {nic.mac!r}")
 
 
-def _os(dom: ET.Element, vm: VmInfo) -> None:
+def _os(dom: ET.Element, vm: VmInfo, machine: str) -> None:
     if vm.firmware == "efi":
         os_el = ET.SubElement(dom, "os", firmware="efi")
     else:
         os_el = ET.SubElement(dom, "os")
-    _text(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    _text(os_el, "type", "hvm", arch="x86_64", machine=machine)
     if vm.firmware == "efi":
         fw = ET.SubElement(os_el, "firmware")
         ET.SubElement(fw, "feature", enabled="yes" if vm.secure_boot else "no", name="secure-boot")
@@ -249,7 +285,7 @@ def _os(dom: ET.Element, vm: VmInfo) -> None:
             ET.SubElement(os_el, "loader", secure="yes")
 
 
-def _disk(devices: ET.Element, disk: DomainDisk, boot: bool) -> None:
+def _disk(devices: ET.Element, disk: DomainDisk, boot: bool, scsi_models: list[str], units: dict[str, int]) -> None:
     if disk.path is not None:
         el = ET.SubElement(devices, "disk", type="file", device="disk")
         source = {"file": disk.path}
@@ -258,9 +294,14 @@ def _disk(devices: ET.Element, disk: DomainDisk, boot: bool) -> None:
         source = {"pool": disk.pool, "volume": disk.volume}
     ET.SubElement(el, "driver", name="qemu", type=disk.format, discard="unmap")
     ET.SubElement(el, "source", source)
-    ET.SubElement(el, "target", dev=disk.target, bus="virtio")
+    ET.SubElement(el, "target", dev=disk.target, bus=disk.bus)
     if boot:
         ET.SubElement(el, "boot", order="1")
+    if disk.controller is not None:  # on the controller of its model, units in disk order
+        unit = units.get(disk.controller, 0)
+        units[disk.controller] = unit + 1
+        ET.SubElement(el, "address", type="drive", controller=str(scsi_models.index(disk.controller)), bus="0",
+                      target="0", unit=str(unit))
 
 
 def _metadata(parent: ET.Element, vm: VmInfo, vcenter: Optional[str]) -> None:

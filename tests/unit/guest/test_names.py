@@ -38,7 +38,7 @@ def test_facts_from_the_inspectors_report():
     report = {"os_type": "linux", "distro": "debian", "product": "Debian GNU/Linux 12", "kernel": "6.1.0-28-amd64",
               "modules_dep": ["kernel/drivers/net/vmxnet3/vmxnet3.ko: ", "kernel/drivers/block/virtio_blk.ko: a.ko"],
               "modules_builtin": ["kernel/drivers/virtio/virtio_pci.ko"], "udev": True,
-              "kernel_cmdline": "console=ttyS0"}
+              "grub_defaults": 'GRUB_CMDLINE_LINUX="console=ttyS0"\n'}
     facts = facts_from_report(report, ["usr/lib/modules/6.1.0-28-amd64/kernel/drivers/scsi/vmw_pvscsi.ko"])
     assert facts.boot_modules == {"vmw_pvscsi", "virtio_pci"}
     assert facts.modules == {"vmxnet3", "virtio_blk", "virtio_pci"}

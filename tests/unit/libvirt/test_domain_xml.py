@@ -15,6 +15,7 @@ from hypersdk.libvirt.domain_xml import (
     check_network_mapping,
     map_network,
     parse_domain_summary,
+    on_buses,
     safe_domain_name,
     virtio_target,
 )
@@ -452,3 +453,31 @@ def test_summary_reads_libvirt_normalized_xml():
     ]
     assert s["interfaces"][0]["source"] == "br0"
     assert s["source"] is None
+
+
+# -- device models ---------------------------------------------------------------
+
+
+def test_disks_move_to_their_buses_with_the_names_each_bus_gives():
+    disks = [DomainDisk.file(f"/d/{n}.qcow2", "qcow2", f"vd{n}") for n in "abcd"]
+    moved = on_buses(disks, [("scsi", "vmpvscsi"), ("sata", None), ("virtio", None), ("ide", None)])
+    assert [(d.target, d.bus, d.controller) for d in moved] == [
+        ("sda", "scsi", "vmpvscsi"), ("sdb", "sata", None), ("vda", "virtio", None), ("hda", "ide", None)]
+
+
+def test_scsi_disks_sit_on_a_controller_of_their_model():
+    disks = on_buses(DISKS, [("scsi", "vmpvscsi"), ("scsi", "vmpvscsi")])
+    dom = ET.fromstring(build(disks=disks, machine="pc", nic_models=["vmxnet3", "e1000e"]))
+    assert [(c.get("type"), c.get("index"), c.get("model")) for c in dom.findall("devices/controller")] == [
+        ("scsi", "0", "vmpvscsi")]
+    assert [(t.get("dev"), t.get("bus")) for t in dom.findall("devices/disk/target")] == [("sda", "scsi"), ("sdb", "scsi")]
+    assert [a.get("unit") for a in dom.findall("devices/disk/address")] == ["0", "1"]
+    assert dom.find("os/type").get("machine") == "pc"
+    assert [m.get("type") for m in dom.findall("devices/interface/model")] == ["vmxnet3", "e1000e"]
+
+
+def test_a_target_must_match_its_bus():
+    with pytest.raises(ValueError, match="does not name a sata disk"):
+        DomainDisk(target="vda", format="raw", path="/a", bus="sata")
+    with pytest.raises(ValueError, match="names its controller model"):
+        DomainDisk(target="sda", format="raw", path="/a", bus="scsi")

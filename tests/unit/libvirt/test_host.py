@@ -23,6 +23,7 @@ from hypersdk.libvirt import host
 from hypersdk.libvirt.domain_xml import (
     DomainDisk,
     build_domain_xml,
+    on_buses,
     map_network,
     parse_domain_summary,
     safe_domain_name,
@@ -106,14 +107,19 @@ printable = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1
         st.from_regex(r"[A-Za-z0-9_.:-]{1,15}", fullmatch=True),
         printable.map(lambda s: "network:" + s),
     ),
+    buses=st.lists(st.sampled_from([("virtio", None), ("scsi", "vmpvscsi"), ("sata", None), ("ide", None),
+                                    ("scsi", "lsilogic"), ("scsi", "lsisas1068")]), min_size=2, max_size=2),
+    machine=st.sampled_from(["q35", "pc"]),
+    nic_model=st.sampled_from(["virtio", "vmxnet3", "e1000", "e1000e", "pcnet"]),
 )
 def test_any_generated_xml_passes_libvirt_schema_validation(
-    vm_name, path, network, firmware, domain_type, disk_path, volume, target
+    vm_name, path, network, firmware, domain_type, disk_path, volume, target, buses, machine, nic_model
 ):
     """Whatever DomainDisk and map_network accept, libvirt's RNG schema accepts too
     (VIR_DOMAIN_DEFINE_VALIDATE validates in process)."""
     try:
-        disks = [DomainDisk.file(disk_path, "qcow2", "vda"), DomainDisk.pool_volume("p", volume, "raw", "vdb")]
+        disks = on_buses([DomainDisk.file(disk_path, "qcow2", "vda"), DomainDisk.pool_volume("p", volume, "raw", "vdb")],
+                         buses)
         map_network({"*": target}, network)
     except (ValueError, errors.InvalidField):
         assume(False)
@@ -124,6 +130,8 @@ def test_any_generated_xml_passes_libvirt_schema_validation(
         disks=disks,
         network_mapping={"*": target},
         domain_type=domain_type,
+        machine=machine,
+        nic_models=[nic_model],
     )
     c = host.thd_open(URI)
     try:

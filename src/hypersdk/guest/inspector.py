@@ -1,0 +1,139 @@
+"""The guest inspector: a child process that reads a copied guest with libguestfs.
+
+Run by the pipeline as ``python3 inspector.py --drive PATH:FORMAT ... --initramfs FILE``
+with the system's Python, which has libguestfs' bindings (Debian: python3-guestfs);
+it imports nothing of hypersdk. It speaks JSON lines on stdout and stdin:
+
+1. It inspects the disks with every file system mounted read-only and prints one
+   report: the OS, the kernel the guest boots, that kernel's modules.dep and
+   modules.builtin, whether systemd-udevd is there, /etc/default/grub; the
+   kernel's initramfs is downloaded to ``--initramfs``.
+2. It reads one line: ``{"write": [{"path", "content"}]}``. With ``--writable``
+   it remounts read-write, writes those files (never anything else), and
+   prints ``{"written": [paths]}``. Then it exits.
+
+Failures print ``{"error": "..."}`` and exit 1 (2: no operating system found).
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import guestfs
+
+KERNEL_DIRS = ("/lib/modules", "/usr/lib/modules")
+UDEVD = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd", "/sbin/udevd")
+INITRAMFS_NAMES = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--drive", action="append", required=True, help="PATH:FORMAT, the boot disk first")
+    parser.add_argument("--initramfs", required=True, help="where to put the default kernel's initramfs")
+    parser.add_argument("--writable", action="store_true", help="allow step 2 to write files")
+    args = parser.parse_args()
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        for drive in args.drive:
+            path, _, fmt = drive.rpartition(":")
+            g.add_drive_opts(path, format=fmt, readonly=not args.writable)
+        progress("starting the libguestfs appliance")
+        g.launch()
+        roots = g.inspect_os()
+        if not roots:
+            answer({"error": "no operating system was found on the guest's disks"})
+            return 2
+        root = roots[0]
+        mount(g, root, read_only=True)
+        answer(report(g, root, args.initramfs))
+        request = json.loads(sys.stdin.readline() or "{}")
+        files = request.get("write") or []
+        if files:
+            if not args.writable:
+                raise RuntimeError("asked to write files into a disk opened read-only")
+            g.umount_all()
+            mount(g, root, read_only=False)
+            answer({"written": [write(g, f["path"], f["content"]) for f in files]})
+        g.shutdown()
+        return 0
+    except (RuntimeError, ValueError, OSError) as e:
+        answer({"error": str(e)})
+        return 1
+    finally:
+        g.close()
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def answer(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def mount(g, root, read_only):
+    mountpoints = g.inspect_get_mountpoints(root)
+    for mountpoint in sorted(mountpoints, key=len):  # "/" before "/boot"
+        try:
+            if read_only:
+                g.mount_ro(mountpoints[mountpoint], mountpoint)
+            else:
+                g.mount(mountpoints[mountpoint], mountpoint)
+        except RuntimeError as e:  # a swap or broken file system listed in fstab: leave it
+            progress(f"cannot mount {mountpoint}: {e}")
+
+
+def report(g, root, initramfs_out):
+    found = {
+        "os_type": g.inspect_get_type(root),
+        "distro": g.inspect_get_distro(root),
+        "product": g.inspect_get_product_name(root),
+        "major": g.inspect_get_major_version(root),
+        "minor": g.inspect_get_minor_version(root),
+    }
+    if found["os_type"] != "linux":
+        return found
+    kernel, initramfs = default_kernel(g)
+    found["kernel"] = kernel
+    if initramfs is not None:
+        g.download(initramfs, initramfs_out)
+        found["initramfs"] = initramfs
+    modules_dir = next((d + "/" + kernel for d in KERNEL_DIRS if kernel and g.is_dir(d + "/" + kernel)), None)
+    for name in ("modules.dep", "modules.builtin"):
+        path = f"{modules_dir}/{name}" if modules_dir else None
+        found[name.replace(".", "_")] = g.read_lines(path) if path and g.is_file(path) else []
+    found["udev"] = any(g.exists(path) for path in UDEVD)
+    found["grub_defaults"] = g.cat("/etc/default/grub") if g.is_file("/etc/default/grub") else ""
+    return found
+
+
+def default_kernel(g):
+    """(version, initramfs path) of the newest kernel in /boot that has an initramfs: what grub boots
+    by default on the distributions that install kernels side by side."""
+    versions = [path[len("/boot/vmlinuz-"):] for path in g.glob_expand("/boot/vmlinuz-*")]
+    versions = [v for v in versions if "rescue" not in v]
+    for version in sorted(versions, key=version_key, reverse=True):
+        for pattern in INITRAMFS_NAMES:
+            path = pattern.format(v=version)
+            if g.is_file(path):
+                return version, path
+    return (max(versions, key=version_key) if versions else None), None
+
+
+def version_key(version):
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-+_~]", version)]
+
+
+def write(g, path, content):
+    directory = os.path.dirname(path)
+    if not g.is_dir(directory):
+        g.mkdir_p(directory)
+    g.write(path, content.encode("utf-8"))
+    g.chmod(0o644, path)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
