@@ -9,11 +9,13 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 
 # What the daemon itself runs: disk tools, libvirt client, and what builds libvirt-python.
 RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl
-# What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges.
+# What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges, and
+# debootstrap for the Debian guest the boot tests build (cached under /var/cache/hypersdk-tests).
 TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
-	libxml2-utils dnsmasq-base iproute2 chromium dbus
-# virt-v2v with what it recommends (a kernel for the libguestfs appliance); optional for `make run`.
-V2V_PACKAGES := virt-v2v libguestfs-tools
+	libxml2-utils dnsmasq-base iproute2 chromium dbus debootstrap
+# libguestfs (guest inspection: device models, interface names) and virt-v2v, with what they
+# recommend (a kernel for the libguestfs appliance).
+GUEST_PACKAGES := virt-v2v libguestfs-tools python3-guestfs libnbd-bin
 
 .PHONY: run test unit integration packages test-packages clean
 
@@ -33,10 +35,10 @@ integration: packages test-packages $(BIN)/.installed $(JS_MODULES)
 
 packages:
 	@scripts/ensure-debian-packages $(RUN_PACKAGES)
+	@scripts/ensure-debian-packages --with-recommends $(GUEST_PACKAGES)
 
 test-packages:
 	@scripts/ensure-debian-packages $(TEST_PACKAGES)
-	@scripts/ensure-debian-packages --with-recommends $(V2V_PACKAGES)
 
 # The API document's JavaScript example runs with axios and ws from npm (Node from Debian if absent).
 $(JS_MODULES): tests/js/package.json tests/js/package-lock.json

@@ -97,7 +97,7 @@ def main() -> None:
             "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
                        "insecure": True},
             "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(out)},
-            "options": {"network_mapping": {"*": "br0"}},
+            "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},  # no guest on these disks
         }
         url = f"https://127.0.0.1:{sim.info.port}/folder/bench/bench-flat.vmdk?dcPath=DC0&dsName=LocalDS_0"
         cookie = session_cookie(si)

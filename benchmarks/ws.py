@@ -140,7 +140,7 @@ def main() -> int:
                 "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
                            "insecure": True},
                 "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(work / "out")},
-                "options": {"network_mapping": {"*": "br0"}},
+                "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},  # no guest on these disks
             }) for path in paths]
             for job_id in ids:
                 job = daemon.wait_finished(job_id, timeout=600)

@@ -138,13 +138,27 @@ class VddkConfig:
 
 
 @frozen
+class BootCheckConfig:
+    """Defaults of options.boot_check."""
+
+    timeout: float = field(default=300.0, metadata={"duration": True, **_check(
+        lambda t: 10 <= t <= 86400, "must be 10 s to 24 h")})
+    on_failure: Literal["keep", "remove"] = "keep"  # the domain that did not come up: kept to look at, or removed
+    shutdown_timeout: float = field(default=120.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+
+
+@frozen
 class PipelineConfig:
+    _aliases = {"virt_v2v_force_tcg": "libguestfs_force_tcg"}
+
     work_dir: str = "var/work"
     connect_timeout: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     shutdown_timeout: float = field(default=300.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     process_kill_grace: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     max_bytes_per_second: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
-    virt_v2v_force_tcg: bool = False  # hosts where KVM cannot run the libguestfs appliance
+    libguestfs_force_tcg: bool = False  # hosts where KVM cannot run the libguestfs appliance (virt-v2v, inspection)
+    inspection_timeout: float = field(default=600.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    virtio_win: Optional[str] = None  # virtio-win drivers (ISO or directory) virt-v2v installs into Windows guests
 
 
 @frozen
@@ -162,6 +176,7 @@ class Config:
     vcenters: dict[str, VCenterConfig] = field(factory=dict)
     vddk: VddkConfig = field(factory=VddkConfig)
     pipeline: PipelineConfig = field(factory=PipelineConfig)
+    boot_check: BootCheckConfig = field(factory=BootCheckConfig)
 
 
 class _Invalid(Exception):

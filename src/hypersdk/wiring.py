@@ -54,7 +54,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
-                            method_problem=pipeline.method_problem)
+                            method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
                          jobs_per_vcenter=config.limits.jobs_per_vcenter)
     client = webhook_client(reactor, resolver(reactor),

@@ -47,6 +47,12 @@ class ScriptedPipeline:
     def method_problem(self, method):
         return None
 
+    def inspection_problem(self):
+        return None
+
+    async def preflight(self, spec):
+        self.preflighted = getattr(self, "preflighted", []) + [spec.vm_path]
+
     def start(self):
         pass
 

@@ -32,10 +32,13 @@ class Daemon:
     def __init__(self, tmp_path: Path, config: Optional[dict] = None, env: Optional[dict] = None,
                  listen: str = "tcp:0:interface=127.0.0.1", scheme: str = "http"):
         self.dir = Path(tmp_path)
+        config = dict(config or {})
         self.config = {
             "database": {"path": str(self.dir / "var" / "jobs.db")},
-            "pipeline": {"work_dir": str(self.dir / "var" / "work"), "connect_timeout": 10},
-            **(config or {}),
+            # KVM hangs the libguestfs appliance on these machines (nested): guest inspection runs under TCG
+            "pipeline": {"work_dir": str(self.dir / "var" / "work"), "connect_timeout": 10,
+                         "libguestfs_force_tcg": True, **config.pop("pipeline", {})},
+            **config,
         }
         self.config_path = self.dir / "hypersdk.yaml"
         self.log_path = self.dir / "daemon.log"

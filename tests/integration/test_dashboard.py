@@ -35,7 +35,7 @@ def test_progress_moves_details_show_and_cancel_works(tmp_path, sim, si):
             "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
                        "insecure": True},
             "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(tmp_path / "out")},
-            "options": {"network_mapping": {"*": "br0"}},
+            "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},  # no guest on these disks
         }).json()["job_id"]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         screenshot = ARTIFACTS / "dashboard.png"

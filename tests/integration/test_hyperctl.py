@@ -56,7 +56,8 @@ def test_submit_from_flags_and_watch_a_real_migration(daemon, sim, si, tmp_path)
     (tmp_path / "out").mkdir()
     run = hyperctl("submit", "--vm-path", f"DC0/vm/{name}", "--vcenter-url", sim.info.url, "--username", "user",
                    "--password-file", str(tmp_path / "pw"), "--insecure", "--libvirt-uri", "test:///default",
-                   "--output-dir", str(tmp_path / "out"), "--map", "*=br0", "--watch", url=daemon.url)
+                   "--output-dir", str(tmp_path / "out"), "--map", "*=br0", "--device-models", "source", "--watch",
+                   url=daemon.url)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     job_id = lines[0]
@@ -76,7 +77,7 @@ def test_a_failing_job_from_a_yaml_file_exits_1_with_its_error(daemon, tmp_path)
     job = tmp_path / "job.yaml"
     job.write_text("vm_path: DC0/vm/x\nsource: {type: vsphere, vcenter_url: 'https://127.0.0.1:9', username: u,"
                    " password: p}\ndestination: {type: kvm, libvirt_uri: 'test:///default', output_dir: /tmp}\n"
-                   "options: {network_mapping: {'*': br0}}\n")
+                   "options: {network_mapping: {'*': br0}, device_models: source}\n")
     run = hyperctl("submit", str(job), "--watch", url=daemon.url)
     assert run.returncode == 1
     assert "failed: connecting: vCenter 127.0.0.1:9 refused the connection" in run.stdout

@@ -46,7 +46,7 @@ def job_definition(sim, vm_path, out: Path) -> dict:
         "vm_path": vm_path,
         "source": {"vcenter_url": sim.info.url, "username": "user", "password": "pass", "insecure": True},
         "destination": {"libvirt_uri": "test:///default", "output_dir": str(out)},
-        "options": {"network_mapping": {"*": "br0"}},
+        "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},  # no guest on these disks
     }
 
 

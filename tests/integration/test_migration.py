@@ -70,7 +70,9 @@ class SourceVM:
             "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
                        "insecure": True},
             "destination": {"type": "kvm", "libvirt_uri": "qemu:///system", "domain_type": "qemu", **destination},
-            "options": {"network_mapping": {"VM Network": libvirtd.BRIDGE, "*": "network:default"}, **options},
+            # These disks hold no guest: nothing to inspect (the seed example's test keeps the default, auto)
+            "options": {"network_mapping": {"VM Network": libvirtd.BRIDGE, "*": "network:default"},
+                        "device_models": "source", **options},
         }
 
     def macs(self):
@@ -300,6 +302,7 @@ def test_seed_python_example_sees_its_job_complete(daemon, sim, si, libvirt_host
     out = Path(libvirtd.scratch_dir("hypersdk-out-"))
     source = SourceVM(si, sim, tmp_path)
     definition = source.definition(sim, {"output_dir": str(out)})
+    del definition["options"]["device_models"]  # the defaults, as the document's user has them
     # The document's code with its "..." filled in; it uses time.sleep without importing time.
     script = SEED_EXAMPLE.replace("http://localhost:8080", daemon.url)
     script = script.replace("'Datacenter/vm/test-vm'", repr(definition["vm_path"]))
@@ -309,6 +312,9 @@ def test_seed_python_example_sees_its_job_complete(daemon, sim, si, libvirt_host
     out_text = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
     assert "Job submitted: " in out_text
     assert out_text.strip().endswith("Final status: completed"), out_text
+    job = daemon.job(out_text.split("Job submitted: ", 1)[1].split()[0])
+    assert job["definition"]["options"]["device_models"] == "auto"
+    assert "no operating system was found" in job["result"]["guest_note"]  # so the VM's own models are kept
     libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     destroy_vm(source.vm)
 
@@ -347,10 +353,10 @@ def test_virt_v2v_runs_on_the_copied_disks_and_its_failure_is_clear(tmp_path, si
     booting its appliance for real. The job fails naming virt-v2v's own reason, leaving nothing."""
     out = Path(libvirtd.scratch_dir("hypersdk-out-"))
     (tmp_path / "d").mkdir()
-    d = Daemon(tmp_path / "d", {"pipeline": {"virt_v2v_force_tcg": True}}).start()
+    d = Daemon(tmp_path / "d").start()
     source = SourceVM(si, sim, tmp_path, disks=(("monolithicFlat", 32 * MiB),))
     try:
-        job = d.wait_finished(d.submit(source.definition(sim, {"output_dir": str(out)}, conversion_method="virt-v2v")),
+        job = d.wait_finished(d.submit(source.definition(sim, {"output_dir": str(out)}, conversion_method="virt-v2v", device_models="virtio")),
                               timeout=300)
         assert job["status"] == "failed"
         assert job["error"].startswith("conversion: virt-v2v exited 1: inspection could not detect the source guest")

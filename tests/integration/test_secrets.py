@@ -54,7 +54,7 @@ def test_no_secret_leaks_anywhere(tmp_path):
                 "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user",
                            "password": VC_PASSWORD, "insecure": True},
                 "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(tmp_path / "out")},
-                "options": {"network_mapping": {"*": "br0"}},
+                "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},  # no guest on these disks
             }
             job_id = call("POST", "/jobs/submit", definition).json()["job_id"]
             wait_for(lambda: call("GET", f"/jobs/{job_id}").json()["status"] == "completed", 120, "the migration")

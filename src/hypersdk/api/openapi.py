@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobs.definition import CONVERSION_METHODS, DISK_FORMATS, DOMAIN_TYPES
-from ..jobs.model import STATUSES
+from ..jobs.definition import BOOT_CHECK_FAILURE, BOOT_CHECK_SECONDS, CONVERSION_METHODS, DEVICE_MODELS, DISK_FORMATS, \
+    DOMAIN_TYPES
+from ..jobs.model import STAGES, STATUSES
 from ..webhooks.rules import EVENTS
 from .http import respond
 
@@ -17,7 +18,6 @@ USER_ID = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 TIMESTAMP = {"type": "string", "format": "date-time"}
 MAYBE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 COUNT = {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
-STAGES = ["queued", "connecting", "discovery", "preparation", "conversion", "import", "verification", "done"]
 
 
 def ref(name: str) -> dict:
@@ -99,6 +99,13 @@ def _schemas() -> dict[str, Any]:
         "shutdown_source": {"type": "boolean"},
         "remove_cdrom": {"type": "boolean"},
         "verify": {"type": "boolean"},
+        "device_models": {"enum": list(DEVICE_MODELS), "description": "auto (https, vddk): the models the copied"
+                          " guest has drivers for; source: the VM's own; virtio. virt-v2v: virtio"},
+        "boot_check": {"oneOf": [{"type": "boolean"}, obj({
+            "ready_pattern": {"type": "string", "description": "a regex for a console line (default: a login"
+                                                                  " prompt, or the guest agent answering)"},
+            "timeout": {"type": "number", "minimum": BOOT_CHECK_SECONDS[0], "maximum": BOOT_CHECK_SECONDS[1]},
+            "on_failure": {"enum": list(BOOT_CHECK_FAILURE)}}, additional=False)]},
     }, additional=False)
     definition = obj({
         "id": {"type": "string", "pattern": USER_ID},
@@ -110,7 +117,7 @@ def _schemas() -> dict[str, Any]:
         "metadata": {"type": "object"},
     }, ["vm_path", "source", "destination"], additional=False)
     progress = obj({
-        "stage": {"enum": STAGES},
+        "stage": {"enum": list(STAGES)},
         "percent_complete": {"type": "number", "minimum": 0, "maximum": 100},
         "current_bytes": {"type": "integer", "minimum": 0},
         "total_bytes": {"type": "integer", "minimum": 0},

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shutdown-source", action="store_true")
     c.add_argument("--remove-cdrom", action="store_true")
     c.add_argument("--no-verify", action="store_true")
+    c.add_argument("--device-models", choices=("auto", "source", "virtio"),
+                   help="the domain's disk and NIC models (default auto: what the guest has drivers for)")
+    c.add_argument("--boot-check", action="store_true", help="start the domain isolated and wait for it to boot")
     c.add_argument("--start", action="store_true", help="start the domain after import")
     c.add_argument("--watch", action="store_true", help="then watch the jobs until they end")
     c.set_defaults(run=cmd_submit)
@@ -199,7 +202,8 @@ def _definition_from_flags(args) -> dict:
         mapping[network] = target
     options = {"conversion_method": args.method, "network_mapping": mapping or None,
                "shutdown_source": args.shutdown_source or None, "remove_cdrom": args.remove_cdrom or None,
-               "verify": False if args.no_verify else None}
+               "verify": False if args.no_verify else None, "device_models": args.device_models,
+               "boot_check": True if args.boot_check else None}
     clean = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
     return {"vm_path": args.vm_path, "source": clean(source), "destination": clean(destination),
             "options": clean(options)}

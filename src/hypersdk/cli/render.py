@@ -52,7 +52,10 @@ def progress_lines(job: dict) -> list[str]:
     name = job["definition"].get("name") or job["definition"]["vm_path"]
     lines = [f"{job['id'][:8]}  {name}  {bar(p['percent_complete'])} {p['percent_complete']:5.1f}%  "
              f"{job['status']}/{p['stage']}"]
-    if p.get("disk_count"):
+    if p["stage"] not in ("conversion", "verification"):  # no bytes to count: what the stage is doing
+        if p.get("message") and job["status"] == "running":
+            lines.append(f"          {p['message'][:120]}")
+    elif p.get("disk_count"):
         disk_total = p.get("disk_total_bytes") or 0
         disk_percent = 100.0 * p.get("disk_current_bytes", 0) / disk_total if disk_total else 0.0
         lines.append(f"          disk {p['disk_index'] + 1}/{p['disk_count']} {bar(disk_percent, 20)} "
@@ -65,7 +68,9 @@ def outcome(job: dict) -> str:
     if job["status"] == "completed":
         result = job.get("result") or {}
         disks = ", ".join(d.get("path") or f"{d.get('storage_pool')}/{d.get('volume')}" for d in result.get("disks", []))
+        checked = result.get("boot_check") or {}
         return (f"{job['id']}: completed: domain {result.get('domain_name', '?')} on {result.get('libvirt_uri', '?')}"
                 + (f", disks {disks}" if disks else "")
-                + (f", {size(result['bytes_copied'])} copied" if result.get("bytes_copied") else ""))
+                + (f", {size(result['bytes_copied'])} copied" if result.get("bytes_copied") else "")
+                + (f", booted in {checked['seconds']:g} s" if checked.get("passed") else ""))
     return f"{job['id']}: {job['status']}" + (f": {job['error']}" if job.get("error") else "")

@@ -43,7 +43,7 @@ def main():
         g.launch()
         roots = g.inspect_os()
         if not roots:
-            answer({"error": "no operating system was found on the guest's disks"})
+            answer({"error": "no operating system was found on the guest's disks", "no_os": True})
             return 2
         root = roots[0]
         mount(g, root, read_only=True)

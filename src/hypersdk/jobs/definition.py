@@ -24,6 +24,9 @@ BRIDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
 NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 THUMBPRINT = re.compile(r"^(?:[0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
 CONVERSION_METHODS = ("https", "vddk", "virt-v2v")
+DEVICE_MODELS = ("auto", "source", "virtio")
+BOOT_CHECK_FAILURE = ("keep", "remove")
+BOOT_CHECK_SECONDS = (10, 86400)
 DISK_FORMATS = ("qcow2", "raw")
 DOMAIN_TYPES = ("kvm", "qemu")
 SECRET_FIELDS = (("source", "password"),)
@@ -57,12 +60,23 @@ class DestinationSpec:
 
 
 @frozen
+class BootCheckOption:
+    """options.boot_check as given; None fields take the config's boot_check defaults."""
+
+    ready_pattern: Optional[str] = None  # a regex for a console line; None: a login prompt or the guest agent
+    timeout: Optional[float] = None
+    on_failure: Optional[str] = None  # "keep" | "remove"
+
+
+@frozen
 class OptionsSpec:
     conversion_method: str
     network_mapping: dict[str, str]
     shutdown_source: bool
     remove_cdrom: bool
     verify: bool
+    device_models: str = "auto"  # "auto" | "source" | "virtio" (virt-v2v: always virtio)
+    boot_check: Optional[BootCheckOption] = None
 
 
 @frozen
@@ -87,6 +101,8 @@ class SubmitContext:
     vcenter_urls: Mapping[str, str] = {}  # the config file's vCenters: name -> URL
     # conversion method -> None when usable here, else the reason it is not
     method_problem: Callable[[str], Optional[str]] = lambda method: None
+    # None when copied guests can be inspected here (device_models: auto), else why not
+    inspection_problem: Callable[[], Optional[str]] = lambda: None
 
     @property
     def vcenter_names(self) -> frozenset[str]:
@@ -111,7 +127,7 @@ class FieldReader:
                 raise InvalidField(self._name(key), "is required")
             return default
         value = self.data[key]
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        ok = isinstance(value, kind) and (kind is bool or bool in _tuple(kind) or not isinstance(value, bool))
         if not ok:
             raise InvalidField(self._name(key), f"must be {_KIND_NAMES[kind]}")
         return value
@@ -145,7 +161,12 @@ class FieldReader:
                 raise InvalidField(self._name(key), "unknown field")
 
 
-_KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer", list: "a list"}
+_KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer", list: "a list",
+               (bool, dict): "true, false or a JSON object", (int, float): "a number"}
+
+
+def _tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def parse_definition(data: Any, context: SubmitContext = SubmitContext()) -> JobSpec:
@@ -236,9 +257,48 @@ def _options(o: FieldReader, context: SubmitContext) -> OptionsSpec:
         shutdown_source=o.get("shutdown_source", bool, default=False),
         remove_cdrom=o.get("remove_cdrom", bool, default=False),
         verify=o.get("verify", bool, default=True),
+        device_models=_device_models(o, method, context),
+        boot_check=_boot_check(o),
     )
     o.done()
     return spec
+
+
+def _device_models(o: FieldReader, method: str, context: SubmitContext) -> str:
+    name = f"{o.path}.device_models"
+    if method == "virt-v2v":
+        if o.choice("device_models", DEVICE_MODELS, default="virtio") != "virtio":
+            raise InvalidField(name, "virt-v2v converts the guest to virtio: leave device_models out or set virtio")
+        return "virtio"
+    models = o.choice("device_models", DEVICE_MODELS, default="auto")
+    problem = context.inspection_problem() if models == "auto" else None
+    if problem:
+        raise InvalidField(name, f"auto reads the copied guest's drivers, but {problem}; or choose source or virtio")
+    return models
+
+
+def _boot_check(o: FieldReader) -> Optional[BootCheckOption]:
+    name = f"{o.path}.boot_check"
+    value = o.get("boot_check", (bool, dict), default=False)
+    if value is False:
+        return None
+    if value is True:
+        return BootCheckOption()
+    check = FieldReader(value, name)
+    pattern = check.text("ready_pattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise InvalidField(f"{name}.ready_pattern", f"is not a valid regular expression: {e}") from None
+    timeout = check.get("timeout", (int, float))
+    low, high = BOOT_CHECK_SECONDS
+    if timeout is not None and not low <= timeout <= high:
+        raise InvalidField(f"{name}.timeout", f"must be {low} to {high} seconds")
+    option = BootCheckOption(pattern, None if timeout is None else float(timeout),
+                             check.choice("on_failure", BOOT_CHECK_FAILURE))
+    check.done()
+    return option
 
 
 def _network_mapping(mapping: dict, path: str) -> dict[str, str]:
@@ -289,10 +349,19 @@ def spec_to_definition(spec: JobSpec) -> dict[str, Any]:
             "shutdown_source": o.shutdown_source,
             "remove_cdrom": o.remove_cdrom,
             "verify": o.verify,
+            "device_models": o.device_models,
+            "boot_check": _boot_check_json(o.boot_check),
         },
         "metadata": spec.metadata,
     }
     return _drop_nones(definition)
+
+
+def _boot_check_json(option: Optional[BootCheckOption]):
+    if option is None:
+        return False
+    given = {"ready_pattern": option.ready_pattern, "timeout": option.timeout, "on_failure": option.on_failure}
+    return {k: v for k, v in given.items() if v is not None} or True
 
 
 def _drop_nones(d: dict) -> dict:

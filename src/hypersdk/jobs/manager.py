@@ -34,6 +34,9 @@ class Pipeline(Protocol):
     def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
         """Migrate; fire with the result dict. Cancelling must stop and clean up."""
 
+    async def preflight(self, spec: JobSpec) -> None:
+        """Raise InvalidField for a job that cannot succeed, when that is cheap to know at submit."""
+
 
 @define
 class _Run:
@@ -129,6 +132,8 @@ class JobManager:
     async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
         if self._stopping:
             raise Unavailable("the daemon is stopping and accepts no new jobs")
+        for spec in specs:
+            await self._pipeline.preflight(spec)
         now = self._clock.seconds()
         new_jobs = []
         for spec in specs:
@@ -259,8 +264,8 @@ class JobManager:
                 outcome = (FAILED, f"interrupted: daemon stopped during {run.reporter.stage}", None)
             else:
                 outcome = (CANCELLED, None, None)
-        except HyperSDKError as e:
-            outcome = (FAILED, f"{run.reporter.stage}: {e.message}", None)
+        except HyperSDKError as e:  # some failures carry what the job found (a boot check's console)
+            outcome = (FAILED, f"{run.reporter.stage}: {e.message}", getattr(e, "result", None))
         except Exception as e:
             self.log.failure("job {job_id} failed with an unexpected error", job_id=job_id)
             outcome = (FAILED, f"{run.reporter.stage}: internal error: {type(e).__name__}: {e}", None)

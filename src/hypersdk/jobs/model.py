@@ -25,8 +25,10 @@ STAGES = (
     "discovery",
     "preparation",
     "conversion",
-    "import",
     "verification",
+    "inspection",
+    "import",
+    "boot_check",
     "done",
 )
 

@@ -164,6 +164,17 @@ def thd_domain_exists(conn: libvirt.virConnect, name: str) -> bool:
     return _find_domain(conn, name) is not None
 
 
+def thd_domain_with_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[str]:
+    """The name of the domain that has ``uuid``, or None."""
+    with _mapped(conn.getURI(), f"looking up uuid {uuid}"):
+        try:
+            return conn.lookupByUUIDString(uuid).name()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+
 def thd_define_domain(conn: libvirt.virConnect, xml: str) -> str:
     """Define a new persistent domain; never redefine an existing one.
 
@@ -399,6 +410,9 @@ class LibvirtHost:
 
     async def domain_exists(self, name: str) -> bool:
         return await self._call(f"looking up domain {name!r}", thd_domain_exists, name)
+
+    async def domain_with_uuid(self, uuid: str) -> Optional[str]:
+        return await self._call(f"looking up uuid {uuid}", thd_domain_with_uuid, uuid)
 
     async def define_domain(self, xml: str) -> str:
         return await self._call("defining a domain", thd_define_domain, xml)

@@ -96,3 +96,18 @@ def virt_v2v(source_xml: str, output_dir: str, disk_format: str, name: str) -> l
     (``<name>-sda``, ``<name>-sdb``, ...), with JSON messages on stdout."""
     return ["virt-v2v", "--machine-readable", "-i", "libvirtxml", source_xml, "-o", "local", "-os", output_dir,
             "-of", disk_format, "-on", name]
+
+
+def libguestfs_env(*, cache_dir: str, scratch: str, home: str, force_tcg: bool,
+                   virtio_win: Optional[str] = None) -> dict[str, str]:
+    """The environment of a libguestfs tool (virt-v2v, the guest inspector).
+
+    ``scratch`` holds the appliance's unix sockets: it must be a short path (107 bytes per socket
+    path). The appliance is built once into ``cache_dir`` and kept.
+    """
+    env = {"LIBGUESTFS_BACKEND": "direct", "TMPDIR": scratch, "HOME": home, "LIBGUESTFS_CACHEDIR": cache_dir}
+    if force_tcg:
+        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    if virtio_win:
+        env["VIRTIO_WIN"] = virtio_win
+    return env

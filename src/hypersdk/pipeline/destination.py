@@ -58,10 +58,14 @@ class Destination:
         self._work_dir = work_dir
         self._undo = undo  # undo(description, async callable): run on failure
 
-    async def check(self, sizes: list[int]) -> None:
-        """The domain name is free and there is room for every disk (discovery)."""
+    async def check(self, sizes: list[int], uuid: str) -> None:
+        """The domain name and the VM's uuid are free, and there is room for every disk (discovery)."""
         if await self._host.domain_exists(self._domain):
             raise Conflict(f"a domain named {self._domain} already exists on {self._spec.libvirt_uri}")
+        holder = await self._host.domain_with_uuid(uuid)
+        if holder is not None:
+            raise Conflict(f"domain {holder} on {self._spec.libvirt_uri} already has this VM's uuid {uuid}:"
+                           " it was migrated before; remove that domain (virsh undefine) to migrate it again")
         need = sum(sizes)
         if self._spec.output_dir is not None:
             free = await self._thd(_thd_free_space, self._spec.output_dir)

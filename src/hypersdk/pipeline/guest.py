@@ -40,7 +40,7 @@ class V2vMessages:
 
 async def convert_guest(processes: ProcessRunner, in_thread, *, vm: VmInfo, domain: str, disks: list[PlannedDisk],
                         spec: JobSpec, work_dir: str, cache_dir: str, force_tcg: bool,
-                        reporter: ProgressReporter) -> list[str]:
+                        reporter: ProgressReporter, virtio_win: Optional[str] = None) -> list[str]:
     """Run virt-v2v over the staged disks; return its converted files, in disk order."""
     fmt = spec.destination.disk_format
     reporter.update(message="converting the guest with virt-v2v")
@@ -54,9 +54,8 @@ async def convert_guest(processes: ProcessRunner, in_thread, *, vm: VmInfo, doma
     await in_thread(thd_make_private_dir, cache_dir)  # the appliance, built once and kept
     # virt-v2v makes unix sockets in TMPDIR: it must be short (107 bytes per socket path)
     scratch = await in_thread(tempfile.mkdtemp, "", "hypersdk-v2v-")
-    env = {"LIBGUESTFS_BACKEND": "direct", "TMPDIR": scratch, "HOME": work_dir, "LIBGUESTFS_CACHEDIR": cache_dir}
-    if force_tcg:
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    env = commands.libguestfs_env(cache_dir=cache_dir, scratch=scratch, home=work_dir, force_tcg=force_tcg,
+                                  virtio_win=virtio_win)
     messages = V2vMessages(reporter)
     try:
         result = await processes.run("virt-v2v", commands.virt_v2v(source_xml, output_dir, fmt, domain), env=env,

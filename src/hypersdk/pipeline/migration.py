@@ -1,15 +1,17 @@
 """The migration pipeline: a vSphere VM becomes a libvirt domain, stage by stage.
 
-connecting → discovery → preparation → conversion → import → verification.
-Each stage reports itself; a failure names the stage (the job manager prefixes
-it) and the cause. Whatever the job created on the destination is removed when
-it fails or is cancelled: the ``undo`` list runs in reverse, each step bounded.
+connecting → discovery → preparation → conversion → verification → inspection
+→ import → boot_check. Each stage reports itself; a failure names the stage (the
+job manager prefixes it) and the cause. Whatever the job created on the
+destination is removed when it fails or is cancelled: the ``undo`` list runs in
+reverse, each step bounded (a boot check that failed may keep it to look at).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Any, Callable, Optional
 
 from attrs import define, field
@@ -18,30 +20,42 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..config import Config
-from ..errors import Conflict, HyperSDKError
+from ..errors import Conflict, HyperSDKError, InvalidField
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
-from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, safe_domain_name
+from ..guest.devices import choose_devices
+from ..guest.names import NamePlan, names_to_pin
+from ..guest.support import v2v_problem
+from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, on_buses, safe_domain_name
+from ..libvirt.guestrun import GuestRun
 from ..libvirt.host import LibvirtHost
 from ..threads import RemoteCallPool
 from ..vsphere.client import VSphere
 from ..vsphere.connection import VCenterParams
 from ..vsphere.datastore import parse_datastore_path
 from ..vsphere.model import VmInfo
+from .bootcheck import boot_check, boot_check_spec
+from .commands import libguestfs_env
 from .conversion import TransferProgress, convert, transfer_range, verify
 from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .guest import convert_guest
+from .inspection import Adapted, NoOperatingSystem, inspect_guest
 from .process import ProcessRunner
 from .readers import disk_readers, file_url
 from .tools import Tools
 from .workfiles import thd_make_private_dir
 
 UNDO_TIMEOUT = 60.0
+PREFLIGHT_SECONDS = 15.0  # what a submit may wait for vCenter to describe a virt-v2v job's guest
 
 
 class SourceNotReady(HyperSDKError):
     code = "source_not_ready"
+
+
+class UnsupportedGuest(HyperSDKError):
+    code = "unsupported_guest"
 
 
 @define
@@ -90,6 +104,25 @@ class MigrationPipeline:
     def method_problem(self, method: str) -> Optional[str]:
         return self._tools.method_problem(method)
 
+    def inspection_problem(self) -> Optional[str]:
+        return self._tools.inspection_problem()
+
+    async def preflight(self, spec: JobSpec) -> None:
+        """At submit: a virt-v2v job for a guest it cannot convert here is refused (400). What vCenter says
+        of the guest decides; when vCenter cannot tell in time, discovery checks again."""
+        if spec.options.conversion_method != "virt-v2v":
+            return
+        try:
+            params = await self._vsphere.params_for(spec.source)
+            reading = self._vsphere.read_vm(params, spec.vm_path)
+            reading.addTimeout(PREFLIGHT_SECONDS, self._reactor)
+            vm = await reading
+        except Exception:  # unreachable, unknown VM, too slow: the job says so when it runs
+            return
+        problem = v2v_problem(vm.name, vm.guest_id, vm.guest_full_name, self._config.pipeline.virtio_win)
+        if problem:
+            raise InvalidField("options.conversion_method", problem)
+
     # -- the job ---------------------------------------------------------------------
 
     def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
@@ -101,8 +134,9 @@ class MigrationPipeline:
         await self._thd(thd_make_private_dir, job.work_dir)
         try:
             result = await self._stages(job)
-        except BaseException:  # failure or cancellation: leave nothing behind
-            await self._undo(job)
+        except BaseException as e:  # failure or cancellation: leave nothing behind (unless asked to keep it)
+            if not getattr(e, "keep_destination", False):
+                await self._undo(job)
             raise
         finally:
             await self._thd(shutil.rmtree, job.work_dir, True)
@@ -119,11 +153,17 @@ class MigrationPipeline:
         vm: VmInfo = await self._vsphere.read_vm(params, spec.vm_path)
         _check_source(vm)
         check_network_mapping(vm, spec.options.network_mapping)
+        if spec.options.conversion_method == "virt-v2v":
+            problem = v2v_problem(vm.name, vm.guest_id, vm.guest_full_name, self._config.pipeline.virtio_win)
+            if problem:
+                raise UnsupportedGuest(problem)
+        if spec.options.device_models != "auto":  # the models are known now: refuse what QEMU lacks before copying
+            choose_devices(vm.disks, vm.nics, spec.options.device_models)
         domain = spec.destination.domain_name or safe_domain_name(vm.name)
         host = LibvirtHost(spec.destination.libvirt_uri, self._reactor, self._threads, timeout=self._timeout)
         destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.on_failure)
         sizes = [disk.capacity_bytes for disk in vm.disks]
-        await destination.check(sizes)
+        await destination.check(sizes, vm.uuid)
         sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]
 
         job.stage("preparation", "checking the source VM's power state")
@@ -146,32 +186,89 @@ class MigrationPipeline:
             delivered = await convert_guest(
                 self._processes, self._thd, vm=vm, domain=domain, disks=planned, spec=spec, work_dir=job.work_dir,
                 cache_dir=os.path.join(self._work_root, ".libguestfs-cache"),
-                force_tcg=self._config.pipeline.virt_v2v_force_tcg, reporter=job.reporter,
+                force_tcg=self._config.pipeline.libguestfs_force_tcg, reporter=job.reporter,
+                virtio_win=self._config.pipeline.virtio_win,
             )
         else:
             delivered = [disk.target.path if disk.staged else None for disk in planned]
+
+        if verify_range is not None:
+            job.stage("verification", "comparing every copied disk with the source")
+            checking = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, verify_range)
+            for disk, source in zip(planned, sources):
+                checking.start_disk(disk.index)
+                await verify(self._processes, reader(source), source, disk.target, checking.disk_percent)
+
+        adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
+                                                   for disk, path in zip(planned, delivered)])
 
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
         for disk, local_file in zip(planned, delivered):
             if local_file is not None:
                 await destination.deliver(disk, local_file, _upload_message(job.reporter, disk.index, len(planned)))
-        xml = build_domain_xml(vm, name=domain, disks=[d.domain_disk for d in planned],
-                               network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type,
-                               vcenter=params.where)
+        devices = adapted.devices
+        disks = on_buses([d.domain_disk for d in planned], [(m.bus, m.controller) for m in devices.disks])
+        xml = build_domain_xml(vm, name=domain, disks=disks, network_mapping=spec.options.network_mapping,
+                               domain_type=spec.destination.domain_type, vcenter=params.where,
+                               machine=devices.machine, nic_models=[n.model for n in devices.nics])
         domain = await destination.define(xml)
 
-        if verify_range is not None:
-            job.stage("verification", "comparing every destination disk with the source")
-            checking = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, verify_range)
-            for disk, source in zip(planned, sources):
-                checking.start_disk(disk.index)
-                await verify(self._processes, reader(source), source, disk.target, checking.disk_percent)
-        if spec.destination.start:
+        checked = None
+        if spec.options.boot_check is not None:
+            checked = await self._boot_check(job, host, domain, xml)
+        elif spec.destination.start:
             await destination.start(domain)
         job.stage("done", "migration complete")
-        return _result(spec, domain, planned, sources, prepared, job.stage_seconds, verified=verify_range is not None)
+        return {**_result(spec, domain, planned, sources, prepared, job.stage_seconds, verified=verify_range is not None),
+                **adapted.describe(), **({"boot_check": checked} if checked is not None else {})}
 
     # -- stage helpers ---------------------------------------------------------------
+
+    async def _inspection(self, job: _Job, vm: VmInfo, drives: list[tuple[str, str]]) -> Adapted:
+        """Read the copied guest (its drivers decide the device models in ``auto``) and pin its
+        interface names; skipped when there is nothing to decide or to pin."""
+        mode = job.spec.options.device_models
+        pins_wanted = any(nic.pci_slot is not None for nic in vm.nics)
+        problem = self._tools.inspection_problem()  # (auto was refused at submit then)
+        if problem or (mode != "auto" and not pins_wanted):
+            return Adapted(choose_devices(vm.disks, vm.nics, mode),
+                           note=f"the guest was not read: {problem}" if problem and pins_wanted else "")
+        job.stage("inspection", "reading the copied guest's drivers and network settings")
+        plans: list[NamePlan] = []
+
+        def files_for(facts):
+            plans.append(names_to_pin(vm.nics, facts))
+            return [(pin.path, pin.link_file()) for pin in plans[-1].pinned]
+
+        scratch = await self._thd(tempfile.mkdtemp, "", "hypersdk-gfs-")
+        # libguestfs ignores its whole environment (force_tcg included) when the cache directory is missing
+        await self._thd(thd_make_private_dir, os.path.join(self._work_root, ".libguestfs-cache"))
+        try:
+            facts, written = await inspect_guest(
+                self._processes, self._thd, self._reactor, drives=drives, work_dir=job.work_dir, files_for=files_for,
+                env=self._libguestfs_env(scratch, job.work_dir), timeout=self._config.pipeline.inspection_timeout)
+        except NoOperatingSystem:  # a VM of data disks: nothing to boot, nothing to adapt
+            return Adapted(choose_devices(vm.disks, vm.nics, mode),
+                           note="no operating system was found on the copied disks: the source's device models are"
+                                " kept" if mode == "auto" else "no operating system was found on the copied disks")
+        finally:
+            await self._thd(shutil.rmtree, scratch, True)
+        return Adapted(choose_devices(vm.disks, vm.nics, mode, facts), facts, plans[-1] if plans else None,
+                       tuple(written))
+
+    async def _boot_check(self, job: _Job, host: LibvirtHost, domain: str, xml: str) -> dict:
+        spec = job.spec
+        checking = boot_check_spec(spec.options.boot_check, self._config.boot_check)
+        job.stage("boot_check", f"starting {domain} with its NICs on an isolated network"
+                                f" (up to {checking.timeout:g} s)")
+        return await boot_check(GuestRun(host, domain), self._reactor, job.reporter, final_xml=xml, spec=checking,
+                                keep_running=spec.destination.start, network_name=f"hypersdk-check-{job.job_id[:8]}",
+                                shutdown_grace=self._config.boot_check.shutdown_timeout)
+
+    def _libguestfs_env(self, scratch: str, home: str) -> dict:
+        pipeline = self._config.pipeline
+        return libguestfs_env(cache_dir=os.path.join(self._work_root, ".libguestfs-cache"), scratch=scratch,
+                              home=home, force_tcg=pipeline.libguestfs_force_tcg, virtio_win=pipeline.virtio_win)
 
     async def _disk_source(self, job: _Job, params: VCenterParams, vm: VmInfo, disk) -> DiskSource:
         datastore, path = parse_datastore_path(disk.file_name)

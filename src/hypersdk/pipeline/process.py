@@ -120,6 +120,11 @@ class ChildProcess(ProcessProtocol):
     def running(self) -> bool:
         return self.result is None
 
+    def send(self, line: str) -> None:
+        """One line to the child's standard input."""
+        if self.running:
+            self.transport.write(line.encode("utf-8") + b"\n")
+
     def ended(self) -> Deferred:
         """A new Deferred firing with the ProcessResult (cancelling it leaves the process alone)."""
         if self.result is not None:

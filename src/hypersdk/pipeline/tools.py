@@ -30,11 +30,26 @@ def nbdkit_plugin(name: str) -> Optional[str]:
     return None
 
 
+@lru_cache(maxsize=None)
+def guestfs_module() -> Optional[str]:
+    """libguestfs' Python bindings for the system's Python (what the guest inspector imports)."""
+    found = glob.glob("/usr/lib/python3/dist-packages/guestfs.py") + glob.glob("/usr/lib*/python3*/site-packages/guestfs.py")
+    return found[0] if found else None
+
+
 class Tools:
-    def __init__(self, vddk_libdir: Optional[str], which=_which, plugin=nbdkit_plugin):
+    def __init__(self, vddk_libdir: Optional[str], which=_which, plugin=nbdkit_plugin, guestfs=guestfs_module):
         self._vddk_libdir = vddk_libdir
         self._which = which  # tool name -> path or None
         self._plugin = plugin  # nbdkit plugin name -> path or None
+        self._guestfs = guestfs  # () -> libguestfs' Python module or None
+
+    def inspection_problem(self) -> Optional[str]:
+        """None when copied guests can be inspected here (device_models auto, interface names), else why not."""
+        if self._guestfs() is None:
+            return ("guest inspection needs libguestfs and its Python module on the conversion host"
+                    " (apt-get install libguestfs-tools python3-guestfs)")
+        return None
 
     def method_problem(self, method: str) -> Optional[str]:
         """None when ``method`` can run here, else what is missing (for a 400 at submit)."""
@@ -52,4 +67,6 @@ class Tools:
                 return f"VMware's VDDK library is not in {self._vddk_libdir} (lib64/libvixDiskLib.so missing)"
         if method == "virt-v2v" and self._which("virt-v2v") is None:
             return "virt-v2v is not installed on the conversion host"
+        if method == "virt-v2v" and self._which("nbdcopy") is None:
+            return "nbdcopy is not installed on the conversion host: virt-v2v copies with it (apt-get install libnbd-bin)"
         return None

@@ -99,11 +99,12 @@ function renderDetail() {
   if (!job) return;
   $('#detail-id').textContent = job.id;
   const fields = [['VM', job.definition.vm_path], ['Status', job.status], ['Stage', job.progress.stage],
+    ['Now', job.progress.message || '-'],
     ['Copied', `${size(job.progress.current_bytes)} of ${size(job.progress.total_bytes)}`],
     ['Disk', job.progress.disk_count ? `${job.progress.disk_index + 1} of ${job.progress.disk_count}: `
       + `${size(job.progress.disk_current_bytes)} of ${size(job.progress.disk_total_bytes)}` : '-'],
     ['Created', job.created_at], ['Started', job.started_at], ['Ended', job.completed_at]];
-  if (job.error) fields.push(['Error', job.error]);
+  if (job.error) fields.push(['Error', el('pre', {}, job.error)]);  // a boot check's error ends with console lines
   if (job.result) fields.push(['Result', el('pre', {}, JSON.stringify(job.result, null, 2))]);
   $('#detail-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   drawThroughput(state.samples.get(job.id) || []);

@@ -118,3 +118,15 @@ def test_virtio_mode_puts_everything_on_virtio():
 def test_a_guest_whose_drivers_cannot_be_read_keeps_its_source_models():
     windows = GuestFacts("windows", "windows", "Windows Server 2019")
     assert chosen(choose_devices([disk("pvscsi")], [nic("vmxnet3")], "auto", windows)) == ["vmpvscsi", "vmxnet3"]
+
+
+def test_virt_v2v_preflight_names_what_a_windows_guest_needs_and_what_it_cannot_convert():
+    from hypersdk.guest.support import v2v_problem
+
+    windows = v2v_problem("dc-1", "windows2019srv_64Guest", "Microsoft Windows Server 2019 (64-bit)", None)
+    assert "virtio-win" in windows and "pipeline.virtio_win" in windows and "dc-1" in windows
+    assert v2v_problem("dc-1", "windows2019srv_64Guest", "", "/usr/share/virtio-win") is None
+    assert "cannot convert FreeBSD" in v2v_problem("fw", "freebsd12_64Guest", "FreeBSD 12", None)
+    assert "cannot convert Windows 2000" in v2v_problem("old", "win2000ServGuest", "", "/x")
+    assert v2v_problem("web", "debian12_64Guest", "Debian GNU/Linux 12", None) is None
+    assert v2v_problem("x", "otherGuest64", "Other (64-bit)", None) is None  # virt-v2v's own inspection decides

@@ -1,0 +1,147 @@
+"""A real guest migrated by the daemon boots on KVM with its network: both methods, and a boot check.
+
+The guest (tests/guest) is a Debian 12 installed as on VMware: only VMware and SATA storage drivers in
+its initramfs, a static address on ens192. Each case migrates it from the vCenter simulator into the
+libvirtd the tests start, and the daemon's boot check starts it under TCG with its NICs on an isolated
+network and reads its serial console until the guest's marker line
+``HYPERSDK-MARKER <interface> <address>``. All cases run at once (the boots share the two cores).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import libvirt
+import pytest
+
+from hypersdk.libvirt.domain_xml import parse_domain_summary
+from tests.guest.build import guest_image
+from tests.integration import libvirtd
+from tests.integration.daemon import Daemon
+from tests.integration.guest_vms import create_guest_vm
+
+MARKER = r"HYPERSDK-MARKER \S+ \S+"
+ADDRESS = "10.11.12.13/24"
+CASES = {  # name -> (method, device_models, controller, nic, start)
+    "pvscsi": ("https", "auto", "pvscsi", "vmxnet3", False),
+    "lsisas": ("https", "auto", "lsisas", "e1000e", True),
+    "v2v": ("virt-v2v", None, "pvscsi", "vmxnet3", False),
+    "virtio": ("https", "virtio", "pvscsi", "vmxnet3", False),
+}
+
+
+@pytest.fixture(scope="module")
+def boots(tmp_path_factory, sim, si):
+    """Every case submitted at once to one daemon; the finished jobs by case, and the run's facts."""
+    image = guest_image()
+    uri = libvirtd.ensure_libvirtd()
+    bridge = libvirtd.ensure_bridge()
+    output = libvirtd.scratch_dir("hypersdk-boot-")
+    conn = libvirt.open(uri)
+    daemon = Daemon(tmp_path_factory.mktemp("boot"), {
+        "worker_count": len(CASES),
+        "pipeline": {"libguestfs_force_tcg": True, "connect_timeout": 30},
+        "boot_check": {"timeout": 600, "shutdown_timeout": 60},
+    }).start()
+    run = uuid.uuid4().hex[:6]
+    jobs, domains = {}, []
+    try:
+        for n, (case, (method, models, controller, nic, start)) in enumerate(CASES.items()):
+            name = f"boot-{case}-{run}"
+            domains.append(name)
+            path = create_guest_vm(si, sim, name, image, controller=controller, nic=nic,
+                                   mac=f"00:50:56:3a:{n:02x}:01")
+            options = {"conversion_method": method, "network_mapping": {"*": bridge},
+                       "boot_check": {"ready_pattern": MARKER, **({"timeout": 150} if case == "virtio" else {})}}
+            if models:
+                options["device_models"] = models
+            jobs[case] = daemon.submit({
+                "vm_path": path,
+                "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
+                           "insecure": True},
+                "destination": {"type": "kvm", "libvirt_uri": uri, "output_dir": output, "domain_type": "qemu",
+                                "start": start},
+                "options": options,
+            })
+        started = time.monotonic()
+        finished = {case: daemon.wait_finished(job_id, timeout=1500) for case, job_id in jobs.items()}
+        yield {"jobs": finished, "conn": conn, "daemon": daemon, "seconds": time.monotonic() - started,
+               "paths": {case: f"DC0/vm/boot-{case}-{run}" for case in CASES}, "output": output, "uri": uri,
+               "bridge": bridge, "sim": sim}
+    finally:
+        daemon.close()
+        for name in domains:
+            try:
+                dom = conn.lookupByName(name)
+            except libvirt.libvirtError:
+                continue
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        conn.close()
+
+
+def passed(job: dict) -> dict:
+    assert (job["status"], job["error"]) == ("completed", None), job["error"]
+    check = job["result"]["boot_check"]
+    assert check["passed"] and check["matched"].strip() == f"HYPERSDK-MARKER ens192 {ADDRESS}", check
+    return job["result"]
+
+
+def models(result: dict) -> list[str]:
+    """The chosen models: the disk's, then the NIC's."""
+    return [d["model"] for d in result["devices"]["devices"]]
+
+
+def test_https_keeps_pvscsi_and_vmxnet3_and_the_guest_comes_up_on_ens192(boots):
+    result = passed(boots["jobs"]["pvscsi"])
+    assert models(result) == ["vmpvscsi", "vmxnet3"]
+    assert [(p["mac"], p["name"]) for p in result["pinned_interfaces"]] == [("00:50:56:3a:00:01", "ens192")]
+    assert result["guest"]["distro"] == "debian" and result["verified"] is True
+    summary = parse_domain_summary(boots["conn"].lookupByName(result["domain_name"]).XMLDesc(0))
+    assert [(d["bus"], d["target"]) for d in summary["disks"]] == [("scsi", "sda")]
+    assert summary["interfaces"][0]["model"] == "vmxnet3"
+    assert summary["interfaces"][0]["source"] == boots["bridge"]  # the real network again, after the check
+    assert not boots["conn"].lookupByName(result["domain_name"]).isActive()  # start was not asked for
+
+
+def test_https_moves_lsi_logic_sas_to_sata_and_leaves_a_started_domain_on_its_real_network(boots):
+    result = passed(boots["jobs"]["lsisas"])
+    assert models(result) == ["sata", "e1000e"]
+    assert "LSI Logic SAS" in result["devices"]["devices"][0]["why"]
+    dom = boots["conn"].lookupByName(result["domain_name"])
+    assert dom.isActive() and result["boot_check"]["left_running"] is True
+    live = parse_domain_summary(dom.XMLDesc(0))
+    assert live["interfaces"][0]["type"] == "bridge" and live["interfaces"][0]["source"] == boots["bridge"]
+
+
+def test_virt_v2v_converts_the_guest_to_virtio_and_it_keeps_ens192(boots):
+    result = passed(boots["jobs"]["v2v"])
+    assert models(result) == ["virtio", "virtio"]
+    assert [p["name"] for p in result["pinned_interfaces"]] == ["ens192"]
+    summary = parse_domain_summary(boots["conn"].lookupByName(result["domain_name"]).XMLDesc(0))
+    assert [d["bus"] for d in summary["disks"]] == ["virtio"]
+
+
+def test_virtio_on_a_guest_without_virtio_fails_its_boot_check_showing_the_missing_root(boots):
+    job = boots["jobs"]["virtio"]
+    assert job["status"] == "failed"
+    assert job["error"].startswith("boot_check: the guest failed to boot")
+    tail = "\n".join(job["result"]["boot_check"]["console_tail"])
+    assert "Gave up waiting for root file system device" in tail or "does not exist" in tail, tail
+    dom = boots["conn"].lookupByName(f"boot-virtio-{boots['paths']['virtio'].rsplit('-', 1)[1]}")
+    assert not dom.isActive()  # kept for inspection (boot_check.on_failure: keep), stopped
+
+
+def test_a_second_migration_of_the_same_vm_is_refused_at_discovery_naming_the_first(boots):
+    daemon, first = boots["daemon"], boots["jobs"]["pvscsi"]
+    again = dict(first["definition"])
+    again.pop("id")
+    again.pop("created_at", None)
+    again["destination"] = {**again["destination"], "domain_name": "another-name"}
+    again["source"] = {**again["source"], "password": "pass"}
+    job = daemon.wait_finished(daemon.submit(again), timeout=120)
+    assert job["status"] == "failed" and job["error"].startswith("discovery: ")
+    assert first["result"]["domain_name"] in job["error"] and "uuid" in job["error"]
+    assert job["progress"]["current_bytes"] == 0  # nothing was copied
