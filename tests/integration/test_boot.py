@@ -9,6 +9,8 @@ network and reads its serial console until the guest's marker line
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 
@@ -20,6 +22,7 @@ from tests.guest.build import guest_image
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon
 from tests.integration.guest_vms import create_guest_vm
+from tests.integration.test_live import start_ws_client
 
 MARKER = r"HYPERSDK-MARKER \S+ \S+"
 ADDRESS = "10.11.12.13/24"
@@ -42,10 +45,13 @@ def boots(tmp_path_factory, sim, si):
     daemon = Daemon(tmp_path_factory.mktemp("boot"), {
         "worker_count": len(CASES),
         "pipeline": {"libguestfs_force_tcg": True, "connect_timeout": 30},
-        "boot_check": {"timeout": 600, "shutdown_timeout": 60},
+        "boot_check": {"timeout": 600, "shutdown_timeout": 30},
     }).start()
     run = uuid.uuid4().hex[:6]
     jobs, domains = {}, []
+    watcher = start_ws_client(daemon.url, "--until-status", "none", "--seconds", "1500")
+    updates: list[dict] = []
+    threading.Thread(target=lambda: updates.extend(json.loads(line) for line in watcher.stdout), daemon=True).start()
     try:
         for n, (case, (method, models, controller, nic, start)) in enumerate(CASES.items()):
             name = f"boot-{case}-{run}"
@@ -67,9 +73,11 @@ def boots(tmp_path_factory, sim, si):
         started = time.monotonic()
         finished = {case: daemon.wait_finished(job_id, timeout=1500) for case, job_id in jobs.items()}
         yield {"jobs": finished, "conn": conn, "daemon": daemon, "seconds": time.monotonic() - started,
+               "updates": updates,
                "paths": {case: f"DC0/vm/boot-{case}-{run}" for case in CASES}, "output": output, "uri": uri,
                "bridge": bridge, "sim": sim}
     finally:
+        watcher.kill()
         daemon.close()
         for name in domains:
             try:
@@ -104,6 +112,14 @@ def test_https_keeps_pvscsi_and_vmxnet3_and_the_guest_comes_up_on_ens192(boots):
     assert summary["interfaces"][0]["model"] == "vmxnet3"
     assert summary["interfaces"][0]["source"] == boots["bridge"]  # the real network again, after the check
     assert not boots["conn"].lookupByName(result["domain_name"]).isActive()  # start was not asked for
+
+
+def test_the_boot_check_shows_live_on_the_websocket(boots):
+    job_id = boots["jobs"]["pvscsi"]["id"]
+    seen = [m["data"]["progress"] for m in boots["updates"] if m["type"] == "job_update" and m["data"]["id"] == job_id]
+    stages = list(dict.fromkeys(p["stage"] for p in seen))
+    assert stages[-4:] == ["inspection", "import", "boot_check", "done"], stages
+    assert any(p["stage"] == "boot_check" and p["message"].startswith("booting ") for p in seen)
 
 
 def test_https_moves_lsi_logic_sas_to_sata_and_leaves_a_started_domain_on_its_real_network(boots):

@@ -18,13 +18,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from hypersdk.jobs.model import STAGES
 from tests.integration.daemon import REPO, Daemon, wait_for
 from tests.integration.jobs import UNREACHABLE_JOB
 from tests.integration.vcsim import MiB, Write, create_vm_with_disk
 
 WS_CLIENT = str(Path(__file__).with_name("ws_client.py"))
 JS_DIR = REPO / "tests" / "js"
-STAGES = ["queued", "connecting", "discovery", "preparation", "conversion", "import", "verification", "done"]
 
 
 @pytest.fixture(scope="module")

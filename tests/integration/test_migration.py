@@ -8,6 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
+import xml.etree.ElementTree as ET
+
 import libvirt
 import pytest
 from pyVmomi import vim
@@ -124,7 +126,7 @@ def test_vm_becomes_a_libvirt_domain_with_identical_disks(daemon, sim, si, libvi
     assert job["error"] is None and job["progress"]["percent_complete"] == 100
 
     stages = [h["stage"] for h in job["history"] if h["status"] == "running"]
-    expected = ["connecting", "discovery", "preparation", "conversion", "import", "verification", "done"]
+    expected = ["connecting", "discovery", "preparation", "conversion", "verification", "import", "done"]
     assert [s for s in dict.fromkeys(stages) if s != "queued"] == expected
 
     result = job["result"]
@@ -145,7 +147,11 @@ def test_vm_becomes_a_libvirt_domain_with_identical_disks(daemon, sim, si, libvi
     assert summary["firmware"] == "efi"
     assert [i["mac"] for i in summary["interfaces"]] == source.macs()
     assert [(i["type"], i["source"]) for i in summary["interfaces"]] == [("bridge", libvirtd.BRIDGE), ("network", "default")]
-    assert [d["target"] for d in summary["disks"]] == ["vda", "vdb"]
+    # device_models: source: the VM's LSI Logic SAS disks and its vmxnet3 and e1000e NICs, as QEMU has them
+    assert [(d["target"], d["bus"]) for d in summary["disks"]] == [("sda", "scsi"), ("sdb", "scsi")]
+    controllers = ET.fromstring(domain.XMLDesc(0)).findall("devices/controller[@type='scsi']")
+    assert [c.get("model") for c in controllers] == ["lsisas1068"]
+    assert [i["model"] for i in summary["interfaces"]] == ["vmxnet3", "e1000e"]
     assert summary["uuid"] == source.vm.config.uuid and summary["type"] == "qemu"
     domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     for volume in volumes:
@@ -329,7 +335,7 @@ def test_remote_style_uri_uploads_through_libvirt(daemon, sim, si, libvirt_host,
     pool.refresh()
     volume = pool.storageVolLookupByName(f"{source.name}-disk1.qcow2")
     assert same_content(source.vmdks[0].raw, volume.path(), "qcow2")
-    assert not list((daemon.dir / "var" / "work").iterdir())  # the converted copy is gone
+    assert [p.name for p in (daemon.dir / "var" / "work").iterdir()] in ([], [".libguestfs-cache"])  # no copy left
     libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     volume.delete(0)
     destroy_vm(source.vm)
@@ -387,3 +393,28 @@ def test_destination_is_checked_before_anything_is_copied(daemon, sim, si, libvi
     finally:
         libvirt_host.lookupByName("taken-name").undefine()
         destroy_vm(source.vm)
+
+
+@pytest.mark.parametrize("guest_id, expected", [
+    ("windows2019srv_64Guest", "virt-v2v installs virtio drivers into Windows guests from virtio-win"),
+    ("freebsd13_64Guest", "virt-v2v cannot convert FreeBSD guests"),
+])
+def test_virt_v2v_refuses_at_submit_a_guest_it_cannot_convert_here(daemon, sim, si, tmp_path, guest_id, expected):
+    name = f"os-{uuid.uuid4().hex[:6]}"
+    vm = create_vm(si, name, guest_id=guest_id, cdrom=False, networks=("VM Network",))
+    try:
+        definition = {
+            "vm_path": f"DC0/vm/{name}",
+            "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
+                       "insecure": True},
+            "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(tmp_path)},
+            "options": {"conversion_method": "virt-v2v", "network_mapping": {"*": "br0"}},
+        }
+        before = daemon.get("/status").json()["total_jobs"]
+        response = daemon.post("/jobs/submit", definition)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error.startswith("options.conversion_method: ") and expected in error and name in error
+        assert daemon.get("/status").json()["total_jobs"] == before  # nothing was queued
+    finally:
+        destroy_vm(vm)
