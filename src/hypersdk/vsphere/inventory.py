@@ -53,21 +53,17 @@ _NIC_TYPES = (
     (vim.vm.device.VirtualPCNet32, "pcnet32"),
     (vim.vm.device.VirtualSriovEthernetCard, "sriov"),
 )
-_CONTROLLER_TYPES = (
-    (vim.vm.device.VirtualSCSIController, "scsi"),
-    (vim.vm.device.VirtualSATAController, "sata"),
-    (vim.vm.device.VirtualIDEController, "ide"),
-    (vim.vm.device.VirtualNVMEController, "nvme"),
-)
-# Most specific first: the SCSI models are VirtualSCSIControllers, AHCI a VirtualSATAController.
-_CONTROLLER_MODELS = (
-    (vim.vm.device.ParaVirtualSCSIController, "pvscsi"),
-    (vim.vm.device.VirtualLsiLogicSASController, "lsisas"),
-    (vim.vm.device.VirtualLsiLogicController, "lsilogic"),
-    (vim.vm.device.VirtualBusLogicController, "buslogic"),
-    (vim.vm.device.VirtualAHCIController, "ahci"),
-    (vim.vm.device.VirtualIDEController, "ide"),
-    (vim.vm.device.VirtualNVMEController, "nvme"),
+# (class, bus, model), most specific first: the SCSI models are VirtualSCSIControllers, AHCI a SATA one.
+_CONTROLLERS = (
+    (vim.vm.device.ParaVirtualSCSIController, "scsi", "pvscsi"),
+    (vim.vm.device.VirtualLsiLogicSASController, "scsi", "lsisas"),
+    (vim.vm.device.VirtualLsiLogicController, "scsi", "lsilogic"),
+    (vim.vm.device.VirtualBusLogicController, "scsi", "buslogic"),
+    (vim.vm.device.VirtualSCSIController, "scsi", "unknown"),
+    (vim.vm.device.VirtualAHCIController, "sata", "ahci"),
+    (vim.vm.device.VirtualSATAController, "sata", "unknown"),
+    (vim.vm.device.VirtualIDEController, "ide", "ide"),
+    (vim.vm.device.VirtualNVMEController, "nvme", "nvme"),
 )
 _THIN_BACKINGS = (
     vim.vm.device.VirtualDisk.SparseVer2BackingInfo,
@@ -179,7 +175,8 @@ def disks_of(devices: list) -> tuple[DiskInfo, ...]:
         if not isinstance(d, vim.vm.device.VirtualDisk):
             continue
         controller = by_key.get(d.controllerKey)
-        controller_type = next((n for t, n in _CONTROLLER_TYPES if isinstance(controller, t)), "unknown")
+        controller_type, controller_model = next(
+            ((bus, model) for t, bus, model in _CONTROLLERS if isinstance(controller, t)), ("unknown", "unknown"))
         backing = d.backing
         file_name = getattr(backing, "fileName", "") or ""
         try:
@@ -198,7 +195,7 @@ def disks_of(devices: list) -> tuple[DiskInfo, ...]:
             unit_number=int(d.unitNumber or 0),
             thin=thin,
             disk_mode=getattr(backing, "diskMode", None) or "persistent",
-            controller_model=next((n for t, n in _CONTROLLER_MODELS if isinstance(controller, t)), "unknown"),
+            controller_model=controller_model,
         ))
     return tuple(disks)
 
