@@ -58,6 +58,7 @@ class LimitsConfig:
     requests_per_second: Optional[float] = field(default=None, metadata=_check(_positive, "must be > 0"))
     burst: int = field(default=20, metadata=_check(_positive, "must be > 0"))
     jobs_per_vcenter: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
+    streams_per_vcenter: int = field(default=8, metadata=_check(lambda n: 1 <= n <= 256, "must be 1..256"))
     max_body_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     websocket_clients: int = field(default=1000, metadata=_check(lambda n: 1 <= n <= 100_000, "must be 1..100000"))
     # WebSocket pings, and how long a client may leave one unanswered before it is closed
@@ -156,6 +157,9 @@ class PipelineConfig:
     shutdown_timeout: float = field(default=300.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     process_kill_grace: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     max_bytes_per_second: Optional[int] = field(default=None, metadata=_check(_positive, "must be > 0"))
+    streams_per_disk: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 64, "must be 1..64"))
+    # a disk whose source sends nothing this long is stopped (resumable)
+    stall_timeout: float = field(default=120.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     libguestfs_force_tcg: bool = False  # hosts where KVM cannot run the libguestfs appliance (virt-v2v, inspection)
     inspection_timeout: float = field(default=600.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     virtio_win: Optional[str] = None  # virtio-win drivers (ISO or directory) virt-v2v installs into Windows guests

@@ -52,7 +52,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     store = SQLiteJobStore(db_path, store_runner, key_path=db_path + ".key")
     bus = EventBus()
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
-    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere)
+    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,

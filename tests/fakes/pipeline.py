@@ -50,6 +50,9 @@ class ScriptedPipeline:
     def inspection_problem(self):
         return None
 
+    def suspend(self, job_id):
+        pass
+
     async def preflight(self, spec):
         self.preflighted = getattr(self, "preflighted", []) + [spec.vm_path]
 

@@ -100,7 +100,7 @@ def same_content(raw: Path, image: str, fmt: str) -> bool:
 
 
 def tool_processes(marker: str):
-    """Live nbdkit / qemu-img processes whose command line mentions ``marker``."""
+    """Live copy processes (transfer worker, qemu-nbd, nbdkit, qemu-img) whose command line mentions ``marker``."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -108,7 +108,8 @@ def tool_processes(marker: str):
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if state != "Z" and marker in cmdline and ("nbdkit" in cmdline or "qemu-img" in cmdline):
+        tools = ("nbdkit", "qemu-img", "qemu-nbd", "hypersdk.pipeline.transfer.worker")
+        if state != "Z" and marker in cmdline and any(tool in cmdline for tool in tools):
             found.append(cmdline)
     return found
 
@@ -194,14 +195,14 @@ def test_progress_grows_and_cancel_mid_copy_leaves_nothing_behind(slow_daemon, s
     assert progress["total_bytes"] == 256 * MiB and progress["disk_count"] == 1
     assert progress["rate_bytes_per_second"] > 0 and progress["eta_seconds"] is not None
     assert 2 <= progress["percent_complete"] < 80
-    assert tool_processes(sim.info.url.split("//")[1].split("/")[0])
+    assert tool_processes(job_id)
 
     started = time.monotonic()
     answer = slow_daemon.post("/jobs/cancel", {"job_ids": [job_id]}).json()
     assert answer["cancelled"] == [job_id]
     assert time.monotonic() - started < 2
     assert slow_daemon.job(job_id)["status"] == "cancelled"
-    assert tool_processes(sim.info.url.split("//")[1].split("/")[0]) == []
+    assert tool_processes(job_id) == [] and tool_processes(str(out)) == []
     assert list(out.iterdir()) == []
     assert source.name not in domain_names(libvirt_host)
     assert list((slow_daemon.dir / "work").iterdir()) == [] if (slow_daemon.dir / "work").exists() else True
@@ -216,10 +217,10 @@ def test_children_die_with_a_killed_daemon(tmp_path, sim, si, libvirt_host):
     source = SourceVM(si, sim, tmp_path, disks=(("monolithicFlat", 256 * MiB),))
     try:
         job_id = d.submit(source.definition(sim, {"output_dir": str(out)}))
-        marker = sim.info.url.split("//")[1].split("/")[0]
-        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "conversion" and tool_processes(marker), 60)
+        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "conversion" and tool_processes(job_id), 60)
         d.kill()
-        wait_for(lambda: not tool_processes(marker), 5, "nbdkit and qemu-img to die with the daemon")
+        wait_for(lambda: not tool_processes(job_id) and not tool_processes(str(out)), 5,
+                 "the transfer worker and qemu-nbd to die with the daemon")
     finally:
         d.close()
         destroy_vm(source.vm)

@@ -31,6 +31,7 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -143,6 +144,8 @@ func main() {
 	parentPID := flag.Int("parent-pid", 0, "exit at once if our parent is not this pid (with -exit-with-parent)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "exit when the parent process dies (prctl PDEATHSIG)")
 	exitOnStdinEOF := flag.Bool("exit-on-stdin-eof", true, "exit when stdin is closed")
+	streamRate := flag.Int64("stream-rate", 0, "hold each /folder GET response to this many bytes per second, "+
+		"as one datastore stream of a real host (0: as fast as the CPU allows)")
 	flag.Parse()
 
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -179,6 +182,10 @@ func main() {
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
 	server := model.Service.NewServer()
+	if *streamRate > 0 {
+		// Go reads the handler per request: wrapping it now covers every request to come.
+		server.Config.Handler = rateLimited(server.Config.Handler, *streamRate)
+	}
 
 	host, portText, _ := net.SplitHostPort(server.URL.Host)
 	port, _ := strconv.Atoi(portText)
@@ -240,4 +247,45 @@ func main() {
 	case <-time.After(3 * time.Second):
 		log.Printf("server did not close within 3s; exiting anyway")
 	}
+}
+
+// rateLimited holds the body of each GET under /folder/ to ``rate`` bytes per second, each response
+// on its own (parallel ranges multiply the total, as on a real host).
+func rateLimited(next http.Handler, rate int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/folder/") {
+			w = &pacedWriter{ResponseWriter: w, rate: rate, start: time.Now()}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type pacedWriter struct {
+	http.ResponseWriter
+	rate  int64
+	start time.Time
+	sent  int64
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		n := len(b)
+		if n > 64*1024 {
+			n = 64 * 1024
+		}
+		// sleep until the bytes sent so far are due at the rate
+		due := p.start.Add(time.Duration(float64(p.sent+int64(n)) / float64(p.rate) * float64(time.Second)))
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		m, err := p.ResponseWriter.Write(b[:n])
+		written += m
+		p.sent += int64(m)
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
 }

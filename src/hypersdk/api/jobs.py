@@ -31,6 +31,7 @@ class JobsAPI:
         app.route("/jobs/query", methods=["GET"], endpoint="query_get")(self.query_get)
         app.route("/jobs/cancel", methods=["POST"])(self.cancel)
         app.route("/jobs/<job_id:job_id>", methods=["GET"])(self.get)
+        app.route("/jobs/<job_id:job_id>/resume", methods=["POST"], endpoint="resume")(self.resume)
 
     async def submit(self, request):
         definitions, prefix = split_submission(read_json(request))
@@ -60,6 +61,11 @@ class JobsAPI:
         if job is None:
             raise JobNotFound(job_id)
         return respond(request, job_json(job, await self._manager.history(job_id)))
+
+    async def resume(self, request, job_id: str):
+        job = await detached(Deferred.fromCoroutine(self._manager.resume(job_id)))
+        return respond(request, {"message": "job resumed: it goes on from its checkpoints", "job_id": job.id,
+                                 "status": job.status}, 202)
 
     async def cancel(self, request):
         job_ids, statuses = parse_cancel(read_json(request))

@@ -98,7 +98,8 @@ def _schemas() -> dict[str, Any]:
         "network_mapping": {"type": "object", "additionalProperties": {"type": "string"}},
         "shutdown_source": {"type": "boolean"},
         "remove_cdrom": {"type": "boolean"},
-        "verify": {"type": "boolean"},
+        "verify": {"oneOf": [{"type": "boolean"}, {"const": "full"}], "description": "true: every chunk's hash"
+                   " taken from the source is checked on the destination; full: a second read of the source"},
         "device_models": {"enum": list(DEVICE_MODELS), "description": "auto (https, vddk): the models the copied"
                           " guest has drivers for; source: the VM's own; virtio. virt-v2v: virtio"},
         "boot_check": {"oneOf": [{"type": "boolean"}, obj({
@@ -128,6 +129,9 @@ def _schemas() -> dict[str, Any]:
         "rate_bytes_per_second": {"type": "integer", "minimum": 0},
         "eta_seconds": {"type": ["integer", "null"]},
         "message": {"type": "string"},
+        "disks": array(obj({"index": {"type": "integer"}, "label": {"type": "string"},
+                            "current_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"}})),
+        "resumed_at_bytes": {"type": "integer", "minimum": 0},
     }, ["stage", "percent_complete", "current_bytes", "total_bytes"])
     job = obj({
         "id": {"type": "string"},
@@ -262,6 +266,11 @@ def openapi_document(version: str) -> dict[str, Any]:
             "200": answer("What was cancelled", cancelled)}, body=json_body(cancel), tags=jobs)},
         "/jobs/{id}": {"get": operation("One job with its history", {"200": answer("The job", ref("Job"))},
                                         parameters=[path_id("id", {"type": "string"})], tags=jobs)},
+        "/jobs/{id}/resume": {"post": operation(
+            "Queue a failed job again whose copy was kept (result.resumable): it goes on from its checkpoints",
+            {"202": answer("Queued", message("job_id", "status", job_id={"type": "string"},
+                                             status={"type": "string"}))},
+            parameters=[path_id("id", {"type": "string"})], tags=jobs)},
         "/schedules": {
             "get": operation("Every schedule", {"200": answer("Schedules", obj({
                 "schedules": array(ref("Schedule")), "total": {"type": "integer"}, "timestamp": TIMESTAMP},

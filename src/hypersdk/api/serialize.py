@@ -22,6 +22,8 @@ def progress_json(p: Progress) -> dict[str, Any]:
         "rate_bytes_per_second": round(p.rate_bytes_per_second),
         "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds),
         "message": p.message,
+        "disks": [dict(d) for d in p.disks],  # every disk being copied: index, label, current_bytes, total_bytes
+        "resumed_at_bytes": p.resumed_at_bytes,
     }
 
 

@@ -74,7 +74,7 @@ class OptionsSpec:
     network_mapping: dict[str, str]
     shutdown_source: bool
     remove_cdrom: bool
-    verify: bool
+    verify: object  # True (chunk hashes), "full" (a second read of the source) or False
     device_models: str = "auto"  # "auto" | "source" | "virtio" (virt-v2v: always virtio)
     boot_check: Optional[BootCheckOption] = None
 
@@ -162,7 +162,8 @@ class FieldReader:
 
 
 _KIND_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", int: "an integer", list: "a list",
-               (bool, dict): "true, false or a JSON object", (int, float): "a number"}
+               (bool, dict): "true, false or a JSON object", (int, float): "a number",
+               (bool, str): 'true, false or "full"'}
 
 
 def _tuple(kind) -> tuple:
@@ -256,12 +257,19 @@ def _options(o: FieldReader, context: SubmitContext) -> OptionsSpec:
         network_mapping=_network_mapping(o.get("network_mapping", dict, default={}), f"{o.path}.network_mapping"),
         shutdown_source=o.get("shutdown_source", bool, default=False),
         remove_cdrom=o.get("remove_cdrom", bool, default=False),
-        verify=o.get("verify", bool, default=True),
+        verify=_verify(o),
         device_models=_device_models(o, method, context),
         boot_check=_boot_check(o),
     )
     o.done()
     return spec
+
+
+def _verify(o: FieldReader) -> object:
+    value = o.get("verify", (bool, str), default=True)
+    if isinstance(value, str) and value != "full":
+        raise InvalidField(f"{o.path}.verify", 'must be true, false or "full"')
+    return value
 
 
 def _device_models(o: FieldReader, method: str, context: SubmitContext) -> str:

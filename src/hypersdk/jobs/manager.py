@@ -17,13 +17,15 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
 
 from .. import events
-from ..errors import HyperSDKError, Unavailable
+from ..errors import Conflict, HyperSDKError, JobNotFound, Unavailable
 from ..events import Event, EventBus
 from ..store.base import JobStore
 from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
 from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress, vcenter_key
 from .progress import ProgressReporter
 
+# A job interrupted in these stages goes back to the queue and resumes from its checkpoints.
+RESUMABLE_STAGES = ("conversion", "verification")
 # How long a cancel request waits for running jobs to clean up before answering.
 CANCEL_WAIT_SECONDS = 10.0
 # How long stopping waits for running jobs to clean up (twistd must exit within 30 s).
@@ -36,6 +38,9 @@ class Pipeline(Protocol):
 
     async def preflight(self, spec: JobSpec) -> None:
         """Raise InvalidField for a job that cannot succeed, when that is cheap to know at submit."""
+
+    def suspend(self, job_id: str) -> None:
+        """The daemon is stopping: keep what can be resumed (the run then ends with a ``requeue`` error)."""
 
 
 @define
@@ -75,7 +80,10 @@ class JobManager:
 
     async def start(self) -> None:
         """Fail what a previous process left running, then start pending jobs."""
-        for job in await self._store.fail_interrupted(self._clock.seconds()):
+        requeued, failed = await self._store.fail_interrupted(self._clock.seconds(), RESUMABLE_STAGES)
+        for job in requeued:
+            self.log.info("job {job_id} was interrupted by a restart: it resumes from its checkpoints", job_id=job.id)
+        for job in failed:
             self.log.warn("job {job_id} was interrupted by a restart", job_id=job.id)
             self._publish(events.JOB_FAILED, job)
         self._counts = await self._store.counts()
@@ -86,6 +94,7 @@ class JobManager:
         self._stopping = True
         waits = [run.when_done() for run in self._running.values()]
         for run in list(self._running.values()):
+            self._pipeline.suspend(run.job.id)
             self._cancel_run(run, "shutdown")
         if waits:
             await _within(self._clock, DeferredList(waits), STOP_WAIT_SECONDS)
@@ -265,7 +274,13 @@ class JobManager:
             else:
                 outcome = (CANCELLED, None, None)
         except HyperSDKError as e:  # some failures carry what the job found (a boot check's console)
-            outcome = (FAILED, f"{run.reporter.stage}: {e.message}", getattr(e, "result", None))
+            if getattr(e, "requeue", False):  # suspended by the daemon's stop: back to the queue
+                outcome = (PENDING, e.message, None)
+            elif getattr(e, "resumable", False):  # its copy is kept: POST /jobs/{id}/resume goes on from it
+                outcome = (FAILED, f"{run.reporter.stage}: {e.message} (resumable: POST /jobs/{job_id}/resume)",
+                           {**(getattr(e, "result", None) or {}), "resumable": True})
+            else:
+                outcome = (FAILED, f"{run.reporter.stage}: {e.message}", getattr(e, "result", None))
         except Exception as e:
             self.log.failure("job {job_id} failed with an unexpected error", job_id=job_id)
             outcome = (FAILED, f"{run.reporter.stage}: internal error: {type(e).__name__}: {e}", None)
@@ -276,6 +291,9 @@ class JobManager:
     async def _finish(self, run: _Run, status: str, error: Optional[str], result: Optional[dict]) -> None:
         job_id = run.job.id
         run.finishing = True
+        if status == PENDING:
+            await self._requeue(run, error)
+            return
         progress = run.reporter.progress
         if status == COMPLETED:
             progress = evolve(progress, stage="done", percent_complete=100.0, eta_seconds=0, message="completed")
@@ -293,6 +311,37 @@ class JobManager:
             self.log.info("job {job_id} {status}{detail}", job_id=job_id, status=status, error=error,
                           detail=f": {error}" if error else "")
             self._publish({COMPLETED: events.JOB_COMPLETED, FAILED: events.JOB_FAILED}.get(status, events.JOB_CANCELLED), job)
+
+    async def _requeue(self, run: _Run, note: str) -> None:
+        job_id = run.job.id
+        try:
+            await self._store.save_progress(job_id, run.reporter.progress, self._clock.seconds(), None)
+            job = await self._store.requeue(job_id, self._clock.seconds(), (RUNNING,), note)
+        finally:
+            del self._running[job_id]
+            self._moved(RUNNING, PENDING)
+            for waiter in run.waiters:
+                waiter.callback(PENDING)
+        self.log.info("job {job_id}: {note}", job_id=job_id, note=note)
+        if job is not None:
+            self._publish(events.JOB_PROGRESS, job)
+
+    async def resume(self, job_id: str) -> Job:
+        """A failed job whose copy was kept goes back to the queue, to go on from its checkpoints."""
+        job = await self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status != FAILED or not (job.result or {}).get("resumable"):
+            raise Conflict(f"job {job_id} is {job.status}: only a failed job whose copy was kept"
+                           " (result.resumable) can be resumed")
+        resumed = await self._store.requeue(job_id, self._clock.seconds(), (FAILED,), "resume requested")
+        if resumed is None:
+            raise Conflict(f"job {job_id} changed meanwhile: try again")
+        self._moved(FAILED, PENDING)
+        self.log.info("job {job_id} resumed", job_id=job_id)
+        self._publish(events.JOB_SUBMITTED, resumed)
+        self._fill()
+        return resumed
 
     def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:
         now = self._clock.seconds()

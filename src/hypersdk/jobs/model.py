@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ..vsphere.connection import parse_vcenter_url
 from .definition import SourceSpec
@@ -46,6 +46,8 @@ class Progress:
     rate_bytes_per_second: float = 0.0
     eta_seconds: Optional[float] = None
     message: str = ""
+    disks: tuple = field(default=(), converter=tuple)  # per disk: {"index", "label", "current_bytes", "total_bytes"}
+    resumed_at_bytes: int = 0  # bytes already on the destination when this run (a resume) began
 
 
 @frozen

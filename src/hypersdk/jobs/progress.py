@@ -34,6 +34,12 @@ class ProgressReporter:
         self._last_emit = self._seconds()
         self._emit(self.progress, self.progress.message)
 
+    def note(self, message: str) -> None:
+        """A sentence for the job's history, at once (a resume, a start over)."""
+        self.progress = evolve(self.progress, message=message)
+        self._last_emit = self._seconds()
+        self._emit(self.progress, message)
+
     def update(self, **changes) -> None:
         self.progress = evolve(self.progress, **changes)
         now = self._seconds()

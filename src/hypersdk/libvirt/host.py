@@ -274,6 +274,18 @@ def thd_create_volume(
         return p.createXML(volume_xml(name, capacity_bytes, format), 0).path()
 
 
+def thd_volume_path(conn: libvirt.virConnect, pool: str, name: str) -> Optional[str]:
+    """The path of an existing volume, or None."""
+    p = _pool(conn, pool)
+    with _mapped(conn.getURI(), f"looking up volume {name!r} in pool {pool!r}"):
+        try:
+            return p.storageVolLookupByName(name).path()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise
+
+
 def thd_delete_volume(conn: libvirt.virConnect, pool: str, name: str) -> bool:
     """Delete a volume; False if it did not exist."""
     p = _pool(conn, pool)
@@ -433,6 +445,9 @@ class LibvirtHost:
         return await self._call(
             f"creating volume {name!r}", thd_create_volume, pool, name, capacity_bytes, format
         )
+
+    async def volume_path(self, pool: str, name: str) -> Optional[str]:
+        return await self._call(f"looking up volume {name!r}", thd_volume_path, pool, name)
 
     async def delete_volume(self, pool: str, name: str) -> bool:
         return await self._call(f"deleting volume {name!r}", thd_delete_volume, pool, name)

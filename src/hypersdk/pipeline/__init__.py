@@ -6,5 +6,5 @@ from ..config import Config
 from .migration import MigrationPipeline
 
 
-def build_pipeline(config: Config, reactor, *, cwd: str, vsphere) -> MigrationPipeline:
-    return MigrationPipeline(reactor, config, cwd, vsphere)
+def build_pipeline(config: Config, reactor, *, cwd: str, vsphere, store) -> MigrationPipeline:
+    return MigrationPipeline(reactor, config, cwd, vsphere, store)

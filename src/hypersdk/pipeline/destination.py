@@ -50,13 +50,15 @@ def disk_name(domain: str, index: int, disk_format: str) -> str:
 
 
 class Destination:
-    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, in_thread, work_dir: str, undo: Callable):
+    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, in_thread, work_dir: str, undo: Callable,
+                 reuse: frozenset = frozenset()):
         self._spec = spec
         self._domain = domain
         self._host = host
         self._thd = in_thread  # runs a blocking file-system call off the reactor
         self._work_dir = work_dir
         self._undo = undo  # undo(description, async callable): run on failure
+        self._reuse = reuse  # files and volumes this job wrote before it was interrupted: it resumes them
 
     async def check(self, sizes: list[int], uuid: str) -> None:
         """The domain name and the VM's uuid are free, and there is room for every disk (discovery)."""
@@ -72,7 +74,7 @@ class Destination:
             where = self._spec.output_dir
             for index in range(len(sizes)):
                 path = os.path.join(where, disk_name(self._domain, index, self._spec.disk_format))
-                if await self._thd(os.path.exists, path):
+                if path not in self._reuse and await self._thd(os.path.exists, path):
                     raise Conflict(f"{path} already exists: refusing to overwrite it")
         else:
             pool = await self._host.pool_info(self._spec.storage_pool)
@@ -99,7 +101,9 @@ class Destination:
                 planned.append(PlannedDisk(index, size, name, work_file if staged else Target(path, spec.disk_format),
                                            DomainDisk.file(path, spec.disk_format, target_dev), staged, path))
                 continue
-            path = await self._host.create_volume(spec.storage_pool, name, size, spec.disk_format)
+            path = await self._host.volume_path(spec.storage_pool, name) if name in self._reuse else None
+            if path is None:
+                path = await self._host.create_volume(spec.storage_pool, name, size, spec.disk_format)
             self._undo(f"delete volume {name}", lambda n=name: self._host.delete_volume(spec.storage_pool, n))
             disk = DomainDisk.pool_volume(spec.storage_pool, name, spec.disk_format, target_dev)
             if local_pool and not staged:

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, Callable, Optional
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -36,18 +36,22 @@ from ..vsphere.datastore import parse_datastore_path
 from ..vsphere.model import VmInfo
 from .bootcheck import boot_check, boot_check_spec
 from .commands import libguestfs_env
-from .conversion import TransferProgress, convert, transfer_range, verify
+from .copying import Copying
 from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .guest import convert_guest
 from .inspection import Adapted, NoOperatingSystem, inspect_guest
 from .process import ProcessRunner
 from .readers import disk_readers, file_url
+from .transfer.copier import JobCopier
+from .transfer.plan import DEFAULT_CHUNK as CHUNK_SIZE
+from .transfer.streams import StreamPool
 from .tools import Tools
 from .workfiles import thd_make_private_dir
 
 UNDO_TIMEOUT = 60.0
-PREFLIGHT_SECONDS = 15.0  # what a submit may wait for vCenter to describe a virt-v2v job's guest
+PREFLIGHT_SECONDS = 15.0
+RESUMABLE_STAGES = ("conversion", "verification")  # a copy interrupted there goes on from its checkpoints  # what a submit may wait for vCenter to describe a virt-v2v job's guest
 
 
 class SourceNotReady(HyperSDKError):
@@ -56,6 +60,13 @@ class SourceNotReady(HyperSDKError):
 
 class UnsupportedGuest(HyperSDKError):
     code = "unsupported_guest"
+
+
+class Suspended(HyperSDKError):
+    """A copy the daemon's stop interrupted, its destination and checkpoints kept: the job waits in the queue."""
+
+    code = "suspended"
+    requeue = True
 
 
 @define
@@ -67,6 +78,8 @@ class _Job:
     seconds: Callable[[], float]
     undo: list = field(factory=list)
     stage_seconds: dict = field(factory=dict)
+    copying: Optional[Copying] = None
+    suspending: bool = False  # the daemon is stopping: a copy with checkpoints is kept to resume
     _stage_started: float = 0.0
 
     def stage(self, name: str, message: str = "") -> None:
@@ -83,9 +96,13 @@ class _Job:
 class MigrationPipeline:
     log = Logger()
 
-    def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, processes: Optional[ProcessRunner] = None):
+    def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, store,
+                 processes: Optional[ProcessRunner] = None):
         self._reactor = reactor
         self._config = config
+        self._store = store  # transfer checkpoints
+        self._streams = StreamPool(config.limits.streams_per_vcenter)
+        self._jobs: dict[str, _Job] = {}
         self._timeout = config.pipeline.connect_timeout
         self._work_root = os.path.join(cwd, config.pipeline.work_dir)
         self._processes = processes or ProcessRunner(reactor, config.pipeline.process_kill_grace)
@@ -128,18 +145,32 @@ class MigrationPipeline:
     def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
         return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter))
 
+    def suspend(self, job_id: str) -> None:
+        """The daemon is stopping: a copy with checkpoints keeps what it wrote, to resume at the next start."""
+        if job_id in self._jobs:
+            self._jobs[job_id].suspending = True
+
     async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> dict:
         job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds)
+        self._jobs[job_id] = job
         started = self._reactor.seconds()
         await self._thd(thd_make_private_dir, job.work_dir)
+        keep = False
         try:
             result = await self._stages(job)
         except BaseException as e:  # failure or cancellation: leave nothing behind (unless asked to keep it)
-            if not getattr(e, "keep_destination", False):
+            resumable = job.copying is not None and job.copying.resumable and job.reporter.stage in RESUMABLE_STAGES
+            suspended = isinstance(e, CancelledError) and job.suspending and resumable
+            keep = getattr(e, "keep_destination", False) or suspended
+            if not keep:
                 await self._undo(job)
+            if suspended:
+                raise Suspended(f"the daemon stopped during {job.reporter.stage}: resumes at its next start") from None
             raise
         finally:
-            await self._thd(shutil.rmtree, job.work_dir, True)
+            del self._jobs[job_id]
+            if not keep:  # (kept: the staged copies in it are resumed)
+                await self._thd(shutil.rmtree, job.work_dir, True)
         result["duration_seconds"] = round(self._reactor.seconds() - started, 3)
         return result
 
@@ -161,7 +192,10 @@ class MigrationPipeline:
             choose_devices(vm.disks, vm.nics, spec.options.device_models)
         domain = spec.destination.domain_name or safe_domain_name(vm.name)
         host = LibvirtHost(spec.destination.libvirt_uri, self._reactor, self._threads, timeout=self._timeout)
-        destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.on_failure)
+        # the files and volumes an interrupted run of this job wrote: a resume goes on with them
+        reuse = frozenset(info["target"] for info, _ in (await self._store.transfers(job.job_id)).values())
+        reuse |= {os.path.basename(path) for path in reuse}  # pool volumes go by name
+        destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.on_failure, reuse)
         sizes = [disk.capacity_bytes for disk in vm.disks]
         await destination.check(sizes, vm.uuid)
         sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]
@@ -170,18 +204,16 @@ class MigrationPipeline:
         prepared = await self._prepare_source(job, params, vm)
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
-        reader = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
-                                    method=spec.options.conversion_method, config=self._config)
+        readers = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
+                                     method=spec.options.conversion_method, config=self._config)
         guest_conversion = spec.options.conversion_method == "virt-v2v"
         planned = await destination.plan([s.size for s in sources], staged=guest_conversion)
         # virt-v2v changes the guest on purpose: there is nothing to compare with the source after it.
-        copy_range, verify_range = transfer_range(spec.options.verify and not guest_conversion)
-        progress = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, copy_range)
-        for disk, source in zip(planned, sources):
-            progress.start_disk(disk.index)
-            await convert(self._processes, reader(source), source, disk.target, progress.disk_percent)
-        progress.start_disk(len(planned) - 1)
-        progress.disk_percent(100)
+        copying = job.copying = self._copying(job, params, readers, False if guest_conversion else spec.options.verify)
+        await copying.copy(planned, sources)
+        if copying.verify_range is not None:
+            job.stage("verification", "comparing every copied disk with the source")
+            await copying.verify(planned, sources)
         if guest_conversion:
             delivered = await convert_guest(
                 self._processes, self._thd, vm=vm, domain=domain, disks=planned, spec=spec, work_dir=job.work_dir,
@@ -191,13 +223,6 @@ class MigrationPipeline:
             )
         else:
             delivered = [disk.target.path if disk.staged else None for disk in planned]
-
-        if verify_range is not None:
-            job.stage("verification", "comparing every copied disk with the source")
-            checking = TransferProgress(job.reporter, [s.size for s in sources], self._reactor.seconds, verify_range)
-            for disk, source in zip(planned, sources):
-                checking.start_disk(disk.index)
-                await verify(self._processes, reader(source), source, disk.target, checking.disk_percent)
 
         adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
                                                    for disk, path in zip(planned, delivered)])
@@ -219,7 +244,9 @@ class MigrationPipeline:
         elif spec.destination.start:
             await destination.start(domain)
         job.stage("done", "migration complete")
-        return {**_result(spec, domain, planned, sources, prepared, job.stage_seconds, verified=verify_range is not None),
+        return {**_result(spec, domain, planned, sources, prepared, job.stage_seconds,
+                          verified=copying.verify_range is not None and ("full" if spec.options.verify == "full" else True)),
+                **({"retried_chunks": copying.retried_chunks} if copying.retried_chunks else {}),
                 **adapted.describe(), **({"boot_check": checked} if checked is not None else {})}
 
     # -- stage helpers ---------------------------------------------------------------
@@ -269,6 +296,18 @@ class MigrationPipeline:
         pipeline = self._config.pipeline
         return libguestfs_env(cache_dir=os.path.join(self._work_root, ".libguestfs-cache"), scratch=scratch,
                               home=home, force_tcg=pipeline.libguestfs_force_tcg, virtio_win=pipeline.virtio_win)
+
+    def _copying(self, job: _Job, params: VCenterParams, readers, verify_mode) -> Copying:
+        pipeline = self._config.pipeline
+        copier = JobCopier(
+            processes=self._processes, clock=self._reactor, store=self._store, pool=self._streams,
+            vcenter=params.where.lower(), job_id=job.job_id, in_thread=self._thd, renew_cookie=readers.renew_cookie,
+            refresh_cookie=readers.refresh_cookie, streams_per_disk=pipeline.streams_per_disk,
+            stall_timeout=pipeline.stall_timeout, chunk_size=CHUNK_SIZE,
+            max_bytes_per_second=pipeline.max_bytes_per_second, note=job.reporter.note)
+        return Copying(processes=self._processes, clock=self._reactor, copier=copier, readers=readers,
+                       reporter=job.reporter, verify_mode=verify_mode,
+                       identity=lambda url: self._vsphere.file_identity(params, url), note=job.reporter.note)
 
     async def _disk_source(self, job: _Job, params: VCenterParams, vm: VmInfo, disk) -> DiskSource:
         datastore, path = parse_datastore_path(disk.file_name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Protocol, Sequence
 
 from ..jobs.model import HistoryEntry, Job, NewJob, Progress
+from ..pipeline.transfer.plan import ChunkRecord
 
 
 class JobStore(Protocol):
@@ -69,5 +70,20 @@ class JobStore(Protocol):
     async def cancel_pending(self, job_ids: Optional[Sequence[str]], now: float) -> list[Job]:
         """Cancel the pending jobs among ``job_ids`` (every pending job when None), in one go."""
 
-    async def fail_interrupted(self, now: float) -> list[Job]:
-        """Fail every job left running by a previous process; return them."""
+    async def fail_interrupted(self, now: float, resumable: Sequence[str] = ()) -> tuple[list[Job], list[Job]]:
+        """Jobs left running by a previous process: those with transfer checkpoints whose stage is in
+        ``resumable`` go back to the queue, the others fail. Returns (requeued, failed)."""
+
+    async def requeue(self, job_id: str, now: float, from_statuses: Sequence[str], note: str) -> Optional[Job]:
+        """Back to pending (a suspended or a resumed job); None if it was not in one of ``from_statuses``."""
+
+    async def save_transfer(self, job_id: str, disk: int, info: dict) -> None:
+        """What a disk's checkpoints are of (source identity, chunk size, target); its chunks are dropped."""
+
+    async def save_chunks(self, job_id: str, disk: int, records: Sequence[ChunkRecord]) -> None:
+        """Checkpoint chunks written (idempotent)."""
+
+    async def transfers(self, job_id: str) -> dict[int, tuple[dict, dict[int, ChunkRecord]]]:
+        """Per disk: its transfer info and the chunks checkpointed."""
+
+    async def clear_transfers(self, job_id: str) -> None: ...

@@ -17,6 +17,7 @@ from attrs import asdict, fields
 
 from ..errors import Conflict
 from ..jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, HistoryEntry, Job, NewJob, Progress
+from . import transfers
 from .secretbox import SecretBox, thd_load_or_create_key
 
 _JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
@@ -195,15 +196,19 @@ class SQLiteJobStore:
             _add_history(db, [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs])
         return jobs
 
-    def fail_interrupted(self, now: float):
-        return self._run(self._thd_fail_interrupted, now)
+    def fail_interrupted(self, now: float, resumable: Sequence[str] = ()):
+        return self._run(self._thd_fail_interrupted, now, tuple(resumable))
 
-    def _thd_fail_interrupted(self, now: float) -> list[Job]:
+    def _thd_fail_interrupted(self, now: float, resumable: tuple[str, ...]) -> tuple[list[Job], list[Job]]:
         with transaction(self._db) as db:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
-            failed = []
+            requeued, failed = [], []
             for row in rows:
                 stage = _job(row).progress.stage
+                if stage in resumable and transfers.thd_has_transfers(db, row["id"]):
+                    requeued.append(self._thd_requeue_in(db, row["id"], now, (RUNNING,),
+                                                         f"interrupted by a restart during {stage}: resuming"))
+                    continue
                 error = f"interrupted: daemon restarted during {stage}"
                 updated = db.execute(
                     f"UPDATE jobs SET status = ?, error = ?, completed_at = ?, updated_at = ?"
@@ -212,7 +217,44 @@ class SQLiteJobStore:
                 ).fetchone()
                 _add_history(db, [(row["id"], now, FAILED, stage, error)])
                 failed.append(_job(updated))
-            return failed
+            return requeued, failed
+
+    def requeue(self, job_id: str, now: float, from_statuses: Sequence[str], note: str):
+        return self._run(self._thd_requeue, job_id, now, tuple(from_statuses), note)
+
+    def _thd_requeue(self, job_id, now, from_statuses, note) -> Optional[Job]:
+        with transaction(self._db) as db:
+            return self._thd_requeue_in(db, job_id, now, from_statuses, note)
+
+    def _thd_requeue_in(self, db, job_id, now, from_statuses, note) -> Optional[Job]:
+        marks = ",".join("?" * len(from_statuses))
+        row = db.execute(
+            f"UPDATE jobs SET status = ?, error = NULL, result = NULL, completed_at = NULL, updated_at = ?"
+            f" WHERE id = ? AND status IN ({marks}) RETURNING {_JOB_COLUMNS}",
+            (PENDING, now, job_id, *from_statuses)).fetchone()
+        if row is None:
+            return None
+        job = _job(row)
+        _add_history(db, [(job_id, now, PENDING, job.progress.stage, note)])
+        return job
+
+    # -- transfer checkpoints ----------------------------------------------------------
+
+    def save_transfer(self, job_id: str, disk: int, info: dict):
+        return self._run(self._in_transaction, transfers.thd_save_transfer, job_id, disk, info)
+
+    def save_chunks(self, job_id: str, disk: int, records):
+        return self._run(self._in_transaction, transfers.thd_save_chunks, job_id, disk, list(records))
+
+    def transfers(self, job_id: str):
+        return self._run(lambda: transfers.thd_transfers(self._db, job_id))
+
+    def clear_transfers(self, job_id: str):
+        return self._run(self._in_transaction, transfers.thd_clear_transfers, job_id)
+
+    def _in_transaction(self, fn, *args):
+        with transaction(self._db) as db:
+            return fn(db, *args)
 
     # -- reads -----------------------------------------------------------------
 

@@ -84,6 +84,21 @@ class VSphere:
 
         return self._with_session(params, thd)
 
+    def file_identity(self, params: VCenterParams, url: str) -> Deferred:
+        """(size, Last-Modified) of a datastore file."""
+        def thd(si):
+            return files.thd_file_identity(params, url, session_cookie(si), self._timeout)
+
+        return self._with_session(params, thd)
+
+    def new_session_cookie(self, params: VCenterParams) -> Deferred:
+        """The cookie of a fresh login: for a cookie the datastore refused (the session is logged out)."""
+        def thd():
+            self.sessions.invalidate(params)
+            return self.sessions.thd_call(params, session_cookie)
+
+        return self._in_thread(self._timeout * 4, thd)
+
     def server_certificate(self, params: VCenterParams) -> Deferred:
         """vCenter's certificate (DER) as the session's TLS policy accepts it."""
         return self._in_thread(self._timeout * 2, files.thd_server_certificate, params, self._timeout)

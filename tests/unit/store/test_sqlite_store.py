@@ -98,10 +98,32 @@ def test_restart_fails_running_jobs_naming_their_stage_and_keeps_pending(store):
     result_of(store.insert([new_job("run", 1.0), new_job("wait", 2.0)]))
     result_of(store.claim_next(3.0))
     result_of(store.save_progress("run", Progress(stage="conversion"), 4.0))
-    failed = result_of(store.fail_interrupted(5.0))
+    requeued, failed = result_of(store.fail_interrupted(5.0, ("conversion",)))  # no checkpoints: cannot resume
+    assert requeued == []
     assert [(j.id, j.status, j.error) for j in failed] == [("run", FAILED, "interrupted: daemon restarted during conversion")]
     assert result_of(store.get("wait")).status == PENDING
     assert result_of(store.counts()) == {PENDING: 1, RUNNING: 0, COMPLETED: 0, FAILED: 1, CANCELLED: 0}
+
+
+def test_a_job_interrupted_in_a_resumable_stage_with_checkpoints_goes_back_to_the_queue(store):
+    from hypersdk.pipeline.transfer.plan import ChunkRecord
+
+    result_of(store.insert([new_job("copying", 1.0), new_job("importing", 2.0)]))
+    for job_id, stage in (("copying", "conversion"), ("importing", "import")):
+        result_of(store.claim_next(3.0))
+        result_of(store.save_progress(job_id, Progress(stage=stage), 4.0))
+        result_of(store.save_transfer(job_id, 0, {"size": 100}))
+        result_of(store.save_chunks(job_id, 0, [ChunkRecord(0, "h0", False), ChunkRecord(1, "h1", True)]))
+    requeued, failed = result_of(store.fail_interrupted(5.0, ("conversion", "verification")))
+    assert [j.id for j in requeued] == ["copying"] and [j.id for j in failed] == ["importing"]
+    assert result_of(store.get("copying")).status == PENDING
+    info, chunks = result_of(store.transfers("copying"))[0]
+    assert info == {"size": 100} and chunks == {0: ChunkRecord(0, "h0", False), 1: ChunkRecord(1, "h1", True)}
+    assert result_of(store.history("copying"))[-1].message == "interrupted by a restart during conversion: resuming"
+    result_of(store.save_transfer("copying", 0, {"size": 200}))  # a new start drops the old chunks
+    assert result_of(store.transfers("copying"))[0] == ({"size": 200}, {})
+    result_of(store.clear_transfers("copying"))
+    assert result_of(store.transfers("copying")) == {}
 
 
 def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):

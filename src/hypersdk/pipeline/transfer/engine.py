@@ -1,0 +1,227 @@
+"""The daemon's side of a disk transfer: it runs the worker, keeps its checkpoints, watches for stalls.
+
+Only JSON lines reach the reactor (a few a second); the data flows in the worker and, for a qcow2
+target, ``qemu-nbd``. A disk whose source sends no byte for ``stall_timeout`` seconds is stopped,
+its children killed, and the job fails naming the vCenter and the disk (resumable: its chunks are
+checkpointed). A session cookie vCenter refuses is renewed, and during long copies it is renewed
+before it can expire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import asynccontextmanager
+from typing import Awaitable, Callable, Optional, Sequence
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ...errors import HyperSDKError
+from ..process import ChildProcess, ProcessRunner
+from .plan import Chunk, ChunkRecord, describe_ranges, ranges
+
+log = Logger()
+COOKIE_REFRESH_SECONDS = 600.0  # vCenter ends idle sessions after 30 min by default
+SERVER_START_SECONDS = 30.0
+# The worker is this package's module, run by the daemon's own interpreter.
+SRC_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+class TransferFailed(HyperSDKError):
+    code = "transfer_failed"
+    keep_destination = True  # the checkpointed chunks stay: POST /jobs/{id}/resume goes on from them
+    resumable = True
+
+
+class ChunksDiffer(HyperSDKError):
+    code = "verification_failed"
+
+
+@frozen
+class StreamSource:
+    """A flat extent on a datastore, as the worker reads it."""
+
+    url: str
+    cookie_file: str
+    tls: dict  # {"verify": bool, "cafile": path or None, "pin": hex digest or None}
+    offset: int  # where the disk's data starts in the file
+    size: int
+    where: str  # "vcenter:443", for messages
+
+
+@frozen
+class TargetFile:
+    path: str
+    format: str  # "raw" | "qcow2"
+    exists: bool  # a libvirt volume made beforehand, or a file of an earlier (resumed) run
+
+
+def worker_argv(job_id: str) -> list[str]:
+    """The worker; the job it works for is in its command line, for ps (and the tests)."""
+    return [sys.executable, "-m", "hypersdk.pipeline.transfer.worker", "--job", job_id]
+
+
+def worker_env() -> dict:
+    return {"PYTHONPATH": SRC_DIR, "PYTHONUNBUFFERED": "1"}
+
+
+@asynccontextmanager
+async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, read_only: bool = False):
+    """How the worker reaches ``target``: a raw file directly, a qcow2 through qemu-nbd on a private socket."""
+    if target.format == "raw":
+        yield {"kind": "file", "path": target.path, "size": None if read_only else size}
+        return
+    directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: a socket path has 107 bytes at most
+    socket = os.path.join(directory, "target.sock")
+    argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", "--cache=writeback", "--socket", socket,
+            *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
+    server = processes.spawn("qemu-nbd", argv)
+    try:
+        await processes.wait_for(server, lambda: os.path.exists(socket), SERVER_START_SECONDS, "qemu-nbd to listen")
+        yield {"kind": "nbd", "socket": socket}
+    finally:
+        await processes.stop(server)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Lines:
+    """The worker's JSON lines, handed to ``handle`` as they come."""
+
+    def __init__(self, handle: Callable[[dict], None]):
+        self._handle = handle
+
+    def __call__(self, stream: str, line: str) -> None:
+        if stream != "stdout":
+            log.debug("transfer worker: {line}", line=line)
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        self._handle(message)
+
+
+class DiskCopy:
+    """One disk copied by one worker, from the chunks not yet checkpointed."""
+
+    def __init__(self, processes: ProcessRunner, clock, *, job_id: str, label: str, source: StreamSource,
+                 chunks: Sequence[Chunk],
+                 save: Callable[[list[ChunkRecord]], Deferred], renew_cookie: Callable[[], Awaitable[None]],
+                 refresh_cookie: Callable[[], Awaitable[None]], on_done: Callable[[int], None], stall_timeout: float, streams: int, fresh: bool,
+                 stream_rate: Optional[int] = None, timeout: int = 30):
+        self._processes = processes
+        self._clock = clock
+        self._job_id = job_id
+        self._label = label
+        self._source = source
+        self._chunks = {c.index: c for c in chunks}
+        self._save = save
+        self._renew = renew_cookie  # a fresh login: the datastore refused the cookie
+        self._refresh = refresh_cookie  # the session kept alive
+        self._batch: list[ChunkRecord] = []  # checkpointed by the worker, not yet stored
+        self._on_done = on_done  # (bytes of a chunk now on the destination)
+        self._stall = stall_timeout
+        self._streams = streams
+        self._fresh = fresh
+        self._rate = stream_rate
+        self._timeout = timeout
+        self._read = 0
+        self._error: Optional[dict] = None
+        self._stalled = False
+        self._pending_saves: list[Deferred] = []
+        self.retries = 0
+
+    async def run(self, target: dict) -> None:
+        spec = {"mode": "copy", "url": self._source.url, "cookie_file": self._source.cookie_file,
+                "tls": self._source.tls, "source_offset": self._source.offset, "streams": self._streams,
+                "chunks": [[c.index, c.offset, c.length] for c in self._chunks.values()], "fresh": self._fresh,
+                "target": target, "timeout": self._timeout, "stream_rate": self._rate}
+        child = self._processes.spawn("transfer worker", worker_argv(self._job_id), env=worker_env(),
+                                      on_output=_Lines(self._line))
+        child.send(json.dumps(spec))
+        stall = self._clock.callLater(self._stall, self._stalled_out, child)
+        refresh = self._clock.callLater(COOKIE_REFRESH_SECONDS, self._refresh_cookie)
+        self._stall_timer = stall
+        try:
+            result = await self._processes.wait(child)
+        finally:
+            for timer in (stall, refresh, getattr(self, "_refresh_timer", None)):
+                if timer is not None and timer.active():
+                    timer.cancel()
+            self._store_batch()
+            for d in self._pending_saves:  # every checkpoint the worker reported is stored before we go on
+                await d
+        if self._stalled:
+            raise TransferFailed(f"no data from vCenter {self._source.where} for {self._stall:g} s while copying"
+                                 f" {self._label}: stopped (its copied chunks are kept)")
+        if self._error is not None:
+            raise TransferFailed(f"copying {self._label} from vCenter {self._source.where}: {self._error['error']}")
+        if not result.ok:
+            raise TransferFailed(result.describe("the transfer worker"))
+
+    def _line(self, message: dict) -> None:
+        if "chunk" in message:
+            chunk = self._chunks[message["chunk"]]
+            self._batch.append(ChunkRecord(chunk.index, message["hash"], message["zero"]))
+            self._on_done(chunk.length)
+        elif "read" in message:  # ends each of the worker's checkpoints: one store transaction for it
+            self._store_batch()
+            if message["read"] > self._read:
+                self._read = message["read"]
+                self._stall_timer.reset(self._stall)
+        elif "retry" in message:
+            self.retries += 1
+            log.info("{disk}: chunk {chunk} again ({attempt}): {error}", disk=self._label, chunk=message["retry"],
+                     attempt=message["attempt"], error=message["error"])
+        elif "auth" in message:
+            log.info("{disk}: vCenter refused the session cookie (HTTP {status}): renewing it", disk=self._label,
+                     status=message["auth"])
+            Deferred.fromCoroutine(self._renew()).addErrback(
+                lambda f: log.failure("renewing the vCenter session cookie failed", f))
+        elif "error" in message:
+            self._error = message
+
+    def _store_batch(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._pending_saves.append(self._save(batch))
+
+    def _stalled_out(self, child: ChildProcess) -> None:
+        self._stalled = True
+        Deferred.fromCoroutine(self._processes.stop(child))
+
+    def _refresh_cookie(self) -> None:
+        """Keep the session alive through long copies (a fresh login if it expired anyway)."""
+        Deferred.fromCoroutine(self._refresh()).addErrback(
+            lambda f: log.failure("refreshing the vCenter session cookie failed", f))
+        self._refresh_timer = self._clock.callLater(COOKIE_REFRESH_SECONDS, self._refresh_cookie)
+
+
+async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, target: dict, chunks: Sequence[Chunk],
+                        expected: dict[int, ChunkRecord], on_checked: Callable[[int], None]) -> None:
+    """Read the destination by ``chunks`` and compare each hash with the one taken from the source."""
+    differ: list[int] = []
+    failure: list[str] = []
+
+    def line(message: dict) -> None:
+        if "checked" in message:
+            index = message["checked"]
+            if expected[index].hash != message["hash"]:
+                differ.append(index)
+            on_checked(chunks[index].length)
+        elif "error" in message:
+            failure.append(message["error"])
+
+    spec = {"mode": "verify", "target": target, "chunks": [[c.index, c.offset, c.length] for c in chunks]}
+    child = processes.spawn("verification worker", worker_argv(job_id), env=worker_env(), on_output=_Lines(line))
+    child.send(json.dumps(spec))
+    result = await processes.wait(child)
+    if failure or not result.ok:
+        raise ChunksDiffer(f"verifying {label}: {failure[0] if failure else result.describe('the worker')}")
+    if differ:
+        raise ChunksDiffer(f"{label} differs from the source at {describe_ranges(ranges(chunks, differ))}")

@@ -1,0 +1,93 @@
+"""Pure bookkeeping of a disk transfer: chunks, what is done, progress, and mismatched ranges.
+
+A disk is cut into chunks of ``chunk_size`` bytes (the last one shorter). Each chunk is read
+by one HTTP range request, hashed as it is read, and recorded once written: the record (index,
+hash, all zeros or not) is the checkpoint a resume starts from and what verification compares
+the destination with.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence
+
+from attrs import frozen
+
+DEFAULT_CHUNK = 8 * 1024 * 1024  # large enough that a request's cost is small, small enough to resume near
+
+
+@frozen
+class Chunk:
+    index: int
+    offset: int  # in the disk (guest-visible bytes)
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@frozen
+class ChunkRecord:
+    """A chunk as it was read and written: the checkpoint."""
+
+    index: int
+    hash: str  # of the chunk's bytes as read from the source
+    zero: bool  # all zeros: nothing was written (the destination reads zeros there)
+
+
+def chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> list[Chunk]:
+    if size < 0 or chunk_size <= 0:
+        raise ValueError("size must be >= 0 and chunk_size > 0")
+    return [Chunk(i, offset, min(chunk_size, size - offset)) for i, offset in enumerate(range(0, size, chunk_size))]
+
+
+def remaining(all_chunks: Sequence[Chunk], done: Mapping[int, ChunkRecord]) -> list[Chunk]:
+    return [c for c in all_chunks if c.index not in done]
+
+
+def bytes_done(all_chunks: Sequence[Chunk], done: Iterable[int]) -> int:
+    by_index = {c.index: c.length for c in all_chunks}
+    return sum(by_index.get(i, 0) for i in set(done))
+
+
+def ranges(all_chunks: Sequence[Chunk], indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """The byte ranges [start, end) the given chunks cover, neighbours merged (for messages)."""
+    merged: list[list[int]] = []
+    for chunk in sorted((all_chunks[i] for i in set(indexes)), key=lambda c: c.offset):
+        if merged and merged[-1][1] == chunk.offset:
+            merged[-1][1] = chunk.end
+        else:
+            merged.append([chunk.offset, chunk.end])
+    return [(start, end) for start, end in merged]
+
+
+def describe_ranges(spans: Sequence[tuple[int, int]], limit: int = 3) -> str:
+    """``bytes 8388608-16777215, 33554432-41943039 and 2 more`` (inclusive ends, as HTTP writes them)."""
+    shown = ", ".join(f"{start}-{end - 1}" for start, end in spans[:limit])
+    more = f" and {len(spans) - limit} more" if len(spans) > limit else ""
+    return f"bytes {shown}{more}"
+
+
+def streams_for(wanted: int, free: int) -> int:
+    """How many streams a disk gets of the vCenter's ``free`` ones: as many as it wants and there are,
+    at least one (a disk waits when none is free)."""
+    return max(0, min(wanted, free))
+
+
+@frozen
+class SourceIdentity:
+    """What says the source disk is still the one a checkpoint was taken of."""
+
+    size: int
+    modified: Optional[str] = None  # HTTP Last-Modified of the datastore file
+    change_id: Optional[str] = None  # the disk's changeId where changed block tracking is on
+
+    def differs(self, other: "SourceIdentity") -> Optional[str]:
+        """Why ``other`` is not the same source, or None."""
+        if self.size != other.size:
+            return f"its size changed from {self.size} to {other.size} bytes"
+        if self.change_id and other.change_id and self.change_id != other.change_id:
+            return f"its changeId changed from {self.change_id} to {other.change_id}"
+        if self.modified and other.modified and self.modified != other.modified:
+            return f"it was modified at {other.modified} (the checkpoint was taken of {self.modified})"
+        return None

@@ -1,0 +1,383 @@
+"""The transfer worker: a supervised child that moves one disk, so its data never passes the daemon.
+
+    python -m hypersdk.pipeline.transfer.worker   (one JSON spec on stdin, JSON lines on stdout)
+
+``copy``: ``streams`` threads each keep one HTTPS connection to the datastore and take chunks from
+a queue: a range GET into a buffer, a hash of the bytes as read, then a write into the target (a
+file by pwrite, or a qcow2 through ``qemu-nbd``), nothing written for a chunk of zeros (sparse).
+About once a second the target is flushed and the chunks written before the flush are printed,
+``{"chunk": i, "hash": h, "zero": z}``: that is the checkpoint, true even after a power loss.
+``{"read": n}`` says how many bytes arrived so far (the daemon's stall timer), ``{"retry": ...}``
+a chunk tried again after a transport error or a 5xx (with backoff), ``{"auth": status}`` a
+session cookie vCenter refused: the worker waits for the daemon to write a new one into the
+cookie file, then goes on. It ends with ``{"done": true}``, or ``{"error": ..., "kind": ...}``.
+
+``verify``: reads the target locally by the same chunks and prints ``{"checked": i, "hash": h}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import queue
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+import xxhash
+
+from .nbd import NbdClient
+
+FLUSH_EVERY = 0.25  # seconds between flushes (and checkpoints): what a kill can make read again
+BLOCK = 64 * 1024  # zero detection: a block of zeros in a chunk is not written
+BACKOFF_CAP = 16.0
+AUTH_WAIT = 120.0  # seconds to wait for a renewed cookie
+
+
+def chunk_hash(data) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+class Fatal(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind  # "source" | "target" | "transport" | "auth"
+
+
+class Retry(Exception):
+    """A transient failure: the chunk is tried again."""
+
+
+class AuthRefused(Exception):
+    pass
+
+
+class Output:
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def __call__(self, **message) -> None:
+        with self._lock:
+            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.flush()
+
+
+# -- the source: datastore ranges over HTTP(S) ---------------------------------------------------------
+
+class Source:
+    """One keep-alive connection to the datastore (one per thread)."""
+
+    def __init__(self, spec: dict):
+        url = urllib.parse.urlsplit(spec["url"])
+        self._https = url.scheme == "https"
+        self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
+        self._target = url.path + ("?" + url.query if url.query else "")
+        self._offset = spec.get("source_offset", 0)
+        self._cookie_file = spec["cookie_file"]
+        self._timeout = spec.get("timeout", 30)
+        self._rate = spec.get("stream_rate")  # bytes per second, or None
+        self._tls = spec.get("tls", {})
+        self._conn = None
+
+    def _connect(self):
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        tls = self._tls
+        if tls.get("pin") or not tls.get("verify", True):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=tls.get("cafile"))
+        conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=ctx)
+        if tls.get("pin"):
+            conn.connect()
+            der = conn.sock.getpeercert(binary_form=True) or b""
+            digest = (hashlib.sha1 if len(tls["pin"]) == 40 else hashlib.sha256)(der).hexdigest()
+            if digest != tls["pin"]:
+                conn.close()
+                raise Fatal("transport", "the datastore's TLS certificate does not match the pinned thumbprint")
+        return conn
+
+    def cookie(self) -> str:
+        with open(self._cookie_file, encoding="utf-8") as f:
+            return f.read().strip()
+
+    def read_into(self, buffer: memoryview, offset: int) -> None:
+        """The disk's bytes ``offset .. offset+len(buffer)`` into ``buffer``."""
+        start = self._offset + offset
+        headers = {"Cookie": self.cookie(), "Range": f"bytes={start}-{start + len(buffer) - 1}"}
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            self._conn.request("GET", self._target, headers=headers)
+            response = self._conn.getresponse()
+            if response.status in (401, 403):
+                response.read()
+                raise AuthRefused(response.status)
+            if response.status >= 500:
+                response.read()
+                raise Retry(f"HTTP {response.status}")
+            if response.status != 206:
+                raise Fatal("source", f"the datastore answered HTTP {response.status} to a range request"
+                            + (" (it serves no byte ranges)" if response.status == 200 else ""))
+            self._read_body(response, buffer)
+        except (OSError, http.client.HTTPException) as e:
+            self.close()
+            raise Retry(f"{type(e).__name__}: {e}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_body(self, response, buffer: memoryview) -> None:
+        got, started = 0, time.monotonic()
+        while got < len(buffer):
+            n = response.readinto(buffer[got:got + (1 << 20)])
+            if not n:
+                raise Retry(f"the response ended after {got} of {len(buffer)} bytes")
+            got += n
+            if self._rate:  # hold this stream to its share of the cap
+                due = started + got / self._rate
+                if due > time.monotonic():
+                    time.sleep(due - time.monotonic())
+        if response.read(1):
+            raise Retry("the response is longer than the range asked for")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- the target: a file, or qemu-nbd ----------------------------------------------------------------------
+
+class Target:
+    """Where chunks go: shared by the threads (a file descriptor), or one NBD client per thread."""
+
+    def __init__(self, spec: dict):
+        self.kind = spec["kind"]
+        self._spec = spec
+        self._local = threading.local()
+        self._fd = None
+        if self.kind == "file":
+            flags = os.O_RDWR | os.O_CREAT
+            self._fd = os.open(spec["path"], flags, 0o600)
+            if spec.get("size") is not None and os.fstat(self._fd).st_size < spec["size"]:
+                os.ftruncate(self._fd, spec["size"])  # sparse: what is never written reads as zeros
+
+    def _nbd(self) -> NbdClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = NbdClient(self._spec["socket"])
+        return client
+
+    def write(self, data: memoryview, offset: int) -> None:
+        if self._fd is not None:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], offset + written)
+        else:
+            self._nbd().pwrite(data, offset)
+
+    def zero(self, offset: int, length: int) -> None:
+        """Make a range read as zeros (a chunk of zeros over what an earlier run may have written)."""
+        if self._fd is not None:  # (rare: only where a resumed run may have written before)
+            zeros = bytes(min(length, 1 << 20))
+            for start in range(0, length, len(zeros)):
+                os.pwrite(self._fd, zeros[:min(len(zeros), length - start)], offset + start)
+        else:
+            self._nbd().write_zeroes(offset, length)
+
+    def read_into(self, buffer: memoryview, offset: int) -> None:
+        if self._fd is not None:
+            got = 0
+            while got < len(buffer):
+                n = os.preadv(self._fd, [buffer[got:]], offset + got)
+                if n == 0:  # past the end of a short file: zeros
+                    buffer[got:] = bytes(len(buffer) - got)
+                    return
+                got += n
+        else:
+            self._nbd().pread_into(buffer, offset)
+
+    def flush(self, client: NbdClient | None = None) -> None:
+        if self._fd is not None:
+            os.fdatasync(self._fd)
+        elif client is not None:
+            client.flush()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def runs(view: memoryview, zeros: bytes, block: int = BLOCK):
+    """(start, end, has data) for the runs of ``view`` made of data blocks or of zero blocks."""
+    start, data = 0, None
+    for at in range(0, len(view), block):
+        piece = view[at:at + block]
+        has = piece != zeros[:len(piece)]
+        if data is None:
+            data = has
+        elif has != data:
+            yield start, at, data
+            start, data = at, has
+    if data is not None:
+        yield start, len(view), data
+
+
+# -- copy ------------------------------------------------------------------------------------------------
+
+class Copy:
+    def __init__(self, spec: dict, out: Output):
+        self.spec = spec
+        self.out = out
+        self.target = Target(spec["target"])
+        self.fresh = spec.get("fresh", True)  # a new target reads zeros everywhere: zero chunks need nothing
+        self.todo: queue.Queue = queue.Queue()
+        for chunk in spec["chunks"]:
+            self.todo.put(tuple(chunk))  # (index, offset, length)
+        self.written: list[dict] = []
+        self.lock = threading.Lock()
+        self.read_bytes = 0
+        self.failure: Fatal | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> int:
+        threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.spec.get("streams", 4))]
+        for t in threads:
+            t.start()
+        flusher = NbdClient(self.spec["target"]["socket"]) if self.target.kind == "nbd" else None
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(FLUSH_EVERY / len(threads))
+                self._checkpoint(flusher)
+            self._checkpoint(flusher)
+        finally:
+            if flusher is not None:
+                flusher.close()
+            self.target.close()
+        if self.failure is not None:
+            self.out(error=str(self.failure), kind=self.failure.kind)
+            return 1
+        self.out(done=True)
+        return 0
+
+    def _checkpoint(self, flusher) -> None:
+        """Flush what is written, then say so: a reported chunk is on disk."""
+        with self.lock:
+            batch, self.written = self.written, []
+            read = self.read_bytes
+        if batch:
+            self.target.flush(flusher)
+            for record in batch:
+                self.out(**record)
+        self.out(read=read)
+
+    def _stream(self) -> None:
+        source = Source(self.spec)
+        largest = max((c[2] for c in self.spec["chunks"]), default=0)
+        buffer = memoryview(bytearray(largest))
+        zeros = bytes(largest)
+        try:
+            while not self.stop.is_set():
+                try:
+                    index, offset, length = self.todo.get_nowait()
+                except queue.Empty:
+                    return
+                view = buffer[:length]
+                self._fetch(source, index, offset, view)
+                is_zero = view == zeros[:length]
+                for start, end, data in runs(view, zeros):  # zero blocks stay holes in a fresh target
+                    if data:
+                        self.target.write(view[start:end], offset + start)
+                    elif not self.fresh:
+                        self.target.zero(offset + start, end - start)
+                with self.lock:
+                    self.written.append({"chunk": index, "hash": chunk_hash(view), "zero": is_zero})
+        except Fatal as e:
+            self._fail(e)
+        except OSError as e:  # the target: full disk, qemu-nbd gone
+            self._fail(Fatal("target", f"writing the destination: {e.strerror or e}"))
+        finally:
+            source.close()
+
+    def _fetch(self, source: Source, index: int, offset: int, view: memoryview) -> None:
+        retries, auth_waits = self.spec.get("retries", 5), 0
+        attempt = 0
+        while True:
+            try:
+                source.read_into(view, offset)
+                with self.lock:
+                    self.read_bytes += len(view)
+                return
+            except Retry as e:
+                attempt += 1
+                if attempt > retries:
+                    raise Fatal("transport", f"bytes {offset}-{offset + len(view) - 1}: {e} ({retries} retries)")
+                self.out(retry=index, attempt=attempt, error=str(e))
+                self._sleep(min(BACKOFF_CAP, 2 ** (attempt - 1)))
+            except AuthRefused as e:
+                auth_waits += 1
+                if auth_waits > 3:
+                    raise Fatal("auth", f"vCenter refused the session cookie (HTTP {e.args[0]}) after renewals")
+                self._wait_for_new_cookie(source, e.args[0])
+
+    def _wait_for_new_cookie(self, source: Source, status: int) -> None:
+        old = source.cookie()
+        self.out(auth=status)
+        deadline = time.monotonic() + AUTH_WAIT
+        while source.cookie() == old:
+            if time.monotonic() > deadline:
+                raise Fatal("auth", f"vCenter refused the session cookie (HTTP {status}) and none came to replace it")
+            self._sleep(0.2)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Fatal(self.failure.kind if self.failure else "transport", "stopped")
+
+    def _fail(self, failure: Fatal) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = failure
+        self.stop.set()
+
+
+# -- verify ------------------------------------------------------------------------------------------------
+
+def verify(spec: dict, out: Output) -> int:
+    target = Target(spec["target"])
+    try:
+        largest = max((c[2] for c in spec["chunks"]), default=0)
+        buffer = memoryview(bytearray(largest))
+        for index, offset, length in spec["chunks"]:
+            view = buffer[:length]
+            target.read_into(view, offset)
+            out(checked=index, hash=chunk_hash(view))
+    except OSError as e:
+        out(error=f"reading the destination: {e.strerror or e}", kind="target")
+        return 1
+    finally:
+        target.close()
+    out(done=True)
+    return 0
+
+
+def main() -> int:
+    # argv (--job ID) only names the job for ps; everything else comes on stdin, secrets included
+    spec = json.loads(sys.stdin.readline())
+    out = Output()
+    socket.setdefaulttimeout(spec.get("timeout", 30))
+    if spec["mode"] == "verify":
+        return verify(spec, out)
+    return Copy(spec, out).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
