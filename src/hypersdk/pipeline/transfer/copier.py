@@ -43,7 +43,7 @@ class CopyProgress:
     """Bytes done per disk, and the job's bytes, rate and ETA, as the reporter shows them."""
 
     def __init__(self, reporter, disks: Sequence[DiskTransfer], seconds, percent_range: tuple[float, float],
-                 resumed: int = 0):
+                 resumed: Optional[int] = None):
         self._reporter = reporter
         self._disks = disks
         self._seconds = seconds
@@ -67,7 +67,7 @@ class CopyProgress:
                         for d in self._disks),
             rate_bytes_per_second=self._meter.rate(), eta_seconds=self._meter.eta(total - done),
             percent_complete=self._low + (self._high - self._low) * (done / total if total else 1.0),
-            resumed_at_bytes=self._resumed,
+            **({} if self._resumed is None else {"resumed_at_bytes": self._resumed}),
         )
 
 

@@ -1,0 +1,243 @@
+"""The transfer engine through the real daemon: parallel streams, verification by chunk hashes, and
+resume after a stall, a stop and a SIGKILL. The simulator holds each datastore stream to 16 MiB/s,
+as one stream of a real host, so a copy lasts long enough to be interrupted where the test wants."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration import libvirtd
+from tests.integration.daemon import Daemon, wait_for
+from tests.integration.test_migration import tool_processes
+from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk, destroy_vm
+
+STREAM_RATE = 16 * MiB
+
+
+@pytest.fixture(scope="module")
+def capped():
+    with Vcsim.start(args=["-stream-rate", str(STREAM_RATE)]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def capped_si(capped):
+    from hypersdk.vsphere.connection import VCenterParams, thd_connect
+
+    return thd_connect(VCenterParams.from_url(capped.info.url, "user", "pass", insecure=True), 30)
+
+
+class Source:
+    """A VM with one flat disk of known content in the capped simulator."""
+
+    def __init__(self, si, sim, tmp_path: Path, size: int, name: str = ""):
+        self.name = name or f"tx-{uuid.uuid4().hex[:8]}"
+        self.size = size
+        writes = [Write(0, 2 * MiB, 0x11), Write(size // 3, 5 * MiB, 0x22), Write(size // 2, 64 * MiB, 0x33),
+                  Write(size - 4096, 4096, 0x44)]
+        self.path = create_vm_with_disk(si, sim, tmp_path, self.name, size, writes)
+        self.raw = tmp_path / f"{self.name}.raw"
+        self.flat = sim.info.datastore_dir / self.name / f"{self.name}-flat.vmdk"
+        self.vm = si.RetrieveContent().searchIndex.FindByInventoryPath(self.path)
+
+    def definition(self, sim, out: str, **options) -> dict:
+        return {
+            "vm_path": self.path,
+            "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
+                       "insecure": True},
+            "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": out},
+            "options": {"network_mapping": {"*": "br0"}, "device_models": "source", **options},
+        }
+
+    def copied_to(self, path: str, fmt: str = "qcow2") -> bool:
+        result = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt, str(self.raw), path],
+                                capture_output=True, text=True, timeout=120)
+        return result.returncode == 0
+
+
+def connections_to(pid: int, port: int) -> int:
+    """Established TCP connections of process ``pid`` to ``port`` (its sockets, in /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port, state, inode = int(fields[2].split(":")[1], 16), fields[3], fields[9]
+        count += remote_port == port and state == "01" and inode in inodes
+    return count
+
+
+def worker_pids(job_id: str, mode: str = "") -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"hypersdk.pipeline.transfer.worker" in cmdline and job_id.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def output_file(out: Path, name: str) -> str:
+    return str(out / f"{name}-disk1.qcow2")
+
+
+def test_a_disk_is_read_as_parallel_range_streams_with_progress_from_the_chunks(tmp_path, capped, capped_si):
+    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+    source = Source(capped_si, capped, tmp_path, 256 * MiB)
+    d = Daemon(tmp_path / "d", {"pipeline": {"streams_per_disk": 4}})
+    (tmp_path / "d").mkdir()
+    d.start()
+    try:
+        job_id = d.submit(source.definition(capped, str(out)))
+        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "conversion" and worker_pids(job_id), 60)
+        pid = worker_pids(job_id)[0]
+        assert wait_for(lambda: connections_to(pid, capped.info.port) >= 4, 20, "four streams") is True
+        running = d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] > 0, 30)["progress"]
+        assert running["disks"][0]["total_bytes"] == 256 * MiB and running["disk_count"] == 1
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        assert job["result"]["verified"] is True and job["progress"]["disks"][0]["current_bytes"] == 256 * MiB
+        assert source.copied_to(output_file(out, source.name))
+    finally:
+        d.close()
+        destroy_vm(source.vm)
+
+
+def test_a_byte_changed_on_the_destination_before_verification_fails_the_job_naming_its_range(
+        tmp_path, capped, capped_si):
+    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+    source = Source(capped_si, capped, tmp_path, 128 * MiB)
+    d = Daemon(tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    d.start()
+    try:
+        definition = source.definition(capped, str(out))
+        definition["destination"]["disk_format"] = "raw"
+        job_id = d.submit(definition)
+        stopped = wait_for(lambda: _stop_verifier(d, job_id), 120, "the verification worker")
+        image = str(out / f"{source.name}-disk1.img")
+        offset = 100 * MiB + 12345  # in a chunk of zeros on the source
+        with open(image, "r+b") as f:
+            f.seek(offset)
+            f.write(b"\x5a")
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        job = d.wait_finished(job_id, 120)
+        chunk, label = offset // (8 * MiB), job["progress"]["disks"][0]["label"]
+        assert job["status"] == "failed"
+        assert job["error"] == (f"verification: {label} differs from the source at bytes"
+                                f" {chunk * 8 * MiB}-{(chunk + 1) * 8 * MiB - 1}")
+        assert not Path(image).exists()  # a failed verification removes what the job made
+    finally:
+        d.close()
+        destroy_vm(source.vm)
+
+
+def _stop_verifier(d: Daemon, job_id: str):
+    """SIGSTOP the verification worker as soon as it exists (before it reads far); its pids, or None."""
+    if d.job(job_id)["progress"]["stage"] != "verification":
+        return None
+    pids = worker_pids(job_id)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids or None
+
+
+def test_a_silent_source_fails_the_job_resumably_and_resume_goes_on_from_the_checkpoints(tmp_path, capped, capped_si):
+    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+    source = Source(capped_si, capped, tmp_path, 512 * MiB)
+    d = Daemon(tmp_path / "d", {"pipeline": {"stall_timeout": 5}})
+    (tmp_path / "d").mkdir()
+    d.start()
+    try:
+        job_id = d.submit(source.definition(capped, str(out)))
+        d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 128 * MiB, 60)
+        os.kill(capped.process.pid, signal.SIGSTOP)  # the simulator stops answering mid-copy
+        try:
+            stalled = d.wait_finished(job_id, 60)
+            assert stalled["status"] == "failed" and stalled["result"]["resumable"] is True
+            where = capped.info.url.split("//")[1].split("/")[0]
+            assert stalled["error"].startswith(f"conversion: no data from vCenter {where} for 5 s while copying ")
+            assert stalled["error"].endswith(f"(resumable: POST /jobs/{job_id}/resume)")
+            wait_for(lambda: not tool_processes(job_id) and not tool_processes(str(out)), 10, "its children to go")
+            assert Path(output_file(out, source.name)).exists()  # kept for the resume
+        finally:
+            os.kill(capped.process.pid, signal.SIGCONT)
+        answer = d.post(f"/jobs/{job_id}/resume")
+        assert answer.status_code == 202, answer.text
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        resumed = job["progress"]["resumed_at_bytes"]
+        assert resumed >= 96 * MiB
+        assert source.copied_to(output_file(out, source.name))
+        assert "resuming from" in " ".join(h["message"] for h in job["history"])
+        again = d.post(f"/jobs/{job_id}/resume")
+        assert again.status_code == 409 and "completed" in again.json()["error"]
+    finally:
+        d.close()
+        destroy_vm(source.vm)
+
+
+def test_a_killed_daemon_resumes_its_copy_after_restart_reading_little_again(tmp_path, capped, capped_si):
+    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+    size = 768 * MiB
+    source = Source(capped_si, capped, tmp_path, size)
+    d = Daemon(tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    d.start()
+    try:
+        job_id = d.submit(source.definition(capped, str(out)))
+        d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 0.6 * size, 120)
+        d.kill()
+        d.start()
+        job = d.wait_finished(job_id, 180)
+        assert job["status"] == "completed", job["error"]
+        assert source.copied_to(output_file(out, source.name))
+        read_again = size - job["progress"]["resumed_at_bytes"]
+        print(f"\nSIGKILL at 60 %: {read_again / MiB:.0f} MiB of {size / MiB:.0f} MiB read again"
+              f" ({100 * read_again / size:.1f} %)")
+        assert read_again <= 0.45 * size
+        messages = [h["message"] for h in job["history"]]
+        assert "interrupted by a restart during conversion: resuming" in messages
+    finally:
+        d.close()
+        destroy_vm(source.vm)
+
+
+def test_a_stopped_daemon_keeps_the_copy_queued_and_a_changed_source_starts_it_over(tmp_path, capped, capped_si):
+    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+    source = Source(capped_si, capped, tmp_path, 256 * MiB)
+    d = Daemon(tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    d.start()
+    try:
+        job_id = d.submit(source.definition(capped, str(out)))
+        d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 64 * MiB, 60)
+        assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+        os.utime(source.flat)  # the source disk changed while the daemon was down
+        d.start()
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        messages = " ".join(h["message"] for h in job["history"])
+        assert "suspended" in messages or "resumes at its next start" in messages
+        assert "starting over: the source changed since the checkpoint: it was modified at" in messages
+        assert job["progress"]["resumed_at_bytes"] == 0
+        assert source.copied_to(output_file(out, source.name))
+    finally:
+        d.close()
+        destroy_vm(source.vm)

@@ -1,0 +1,87 @@
+"""Chunk planning, checkpoint bookkeeping, stream grants: pure."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import CancelledError
+
+from hypersdk.pipeline.transfer.plan import (
+    ChunkRecord, SourceIdentity, bytes_done, chunks, describe_ranges, ranges, remaining,
+)
+from hypersdk.pipeline.transfer.streams import StreamPool
+from hypersdk.pipeline.transfer.worker import runs
+
+MiB = 1 << 20
+
+
+@given(st.integers(0, 1 << 40), st.integers(1, 1 << 30))
+def test_chunks_cover_the_disk_exactly_once_in_order(size, chunk_size):
+    plan = chunks(size, chunk_size) if size // chunk_size < 10_000 else chunks(size, max(chunk_size, size // 1000 + 1))
+    assert sum(c.length for c in plan) == size
+    assert all(a.end == b.offset for a, b in zip(plan, plan[1:]))
+    assert [c.index for c in plan] == list(range(len(plan)))
+    assert all(0 < c.length for c in plan)
+
+
+@given(st.sets(st.integers(0, 99)))
+def test_what_remains_is_what_is_not_checkpointed(done):
+    plan = chunks(100 * MiB + 5, MiB)
+    records = {i: ChunkRecord(i, "h", False) for i in done}
+    left = remaining(plan, records)
+    assert {c.index for c in left} == set(range(101)) - done
+    assert bytes_done(plan, done) + sum(c.length for c in left) == 100 * MiB + 5
+
+
+def test_mismatched_chunks_are_named_as_merged_byte_ranges():
+    plan = chunks(64 * MiB, 8 * MiB)
+    spans = ranges(plan, [1, 2, 5])
+    assert spans == [(8 * MiB, 24 * MiB), (40 * MiB, 48 * MiB)]
+    assert describe_ranges(spans) == f"bytes {8 * MiB}-{24 * MiB - 1}, {40 * MiB}-{48 * MiB - 1}"
+    assert describe_ranges([(0, 1), (2, 3), (4, 5), (6, 7)]).endswith("and 1 more")
+
+
+def test_a_changed_source_is_said_why():
+    then = SourceIdentity(1000, "Mon, 01 Dec 2026 10:00:00 GMT")
+    assert then.differs(SourceIdentity(1000, "Mon, 01 Dec 2026 10:00:00 GMT")) is None
+    assert "size changed from 1000 to 2000" in then.differs(SourceIdentity(2000, then.modified))
+    assert "modified at Tue" in then.differs(SourceIdentity(1000, "Tue, 02 Dec 2026 10:00:00 GMT"))
+    assert "changeId" in SourceIdentity(1, change_id="a/1").differs(SourceIdentity(1, change_id="a/2"))
+
+
+def test_zero_blocks_inside_a_chunk_are_runs_of_their_own():
+    block = 64 * 1024
+    data = bytearray(6 * block)
+    data[block + 5] = 1
+    data[4 * block:5 * block] = b"\x07" * block
+    zeros = bytes(len(data))
+    assert list(runs(memoryview(data), zeros, block)) == [
+        (0, block, False), (block, 2 * block, True), (2 * block, 4 * block, False), (4 * block, 5 * block, True),
+        (5 * block, 6 * block, False)]
+    assert list(runs(memoryview(bytes(10)), bytes(10), block)) == [(0, 10, False)]
+
+
+def test_streams_are_shared_out_per_vcenter_and_waiters_go_in_order():
+    pool = StreamPool(per_vcenter=8)
+    first, second = [], []
+    pool.acquire("vc1", 4).addCallback(first.append)
+    pool.acquire("vc1", 4).addCallback(first.append)
+    pool.acquire("vc2", 4).addCallback(second.append)
+    assert first == [4, 4] and second == [4]
+    waiting = []
+    pool.acquire("vc1", 4).addCallback(waiting.append)
+    pool.acquire("vc1", 4).addCallback(waiting.append)
+    assert waiting == []
+    pool.release("vc1", 4)  # both waiters could run with fewer: the first takes what is free
+    assert waiting == [4]
+    pool.release("vc1", 2)
+    assert waiting == [4, 2] and pool.in_use("vc1") == 8
+
+
+def test_a_cancelled_wait_leaves_the_queue():
+    pool = StreamPool(per_vcenter=1)
+    pool.acquire("vc", 4)
+    waiter = pool.acquire("vc", 4)
+    errors = []
+    waiter.addErrback(lambda f: errors.append(f.check(CancelledError)))
+    waiter.cancel()
+    pool.release("vc", 1)
+    assert errors == [CancelledError] and pool.in_use("vc") == 0
