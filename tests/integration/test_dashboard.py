@@ -19,11 +19,11 @@ ARTIFACTS = REPO / "var" / "test-artifacts"
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make test installs it)")
 def test_progress_moves_details_show_and_cancel_works(tmp_path, sim, si):
     name = f"dash-{uuid.uuid4().hex[:6]}"
-    create_vm_with_disk(si, sim, tmp_path, name, 512 * MiB, [Write(0, MiB, 0x44)])
+    create_vm_with_disk(si, sim, tmp_path, name, 1024 * MiB, [Write(0, MiB, 0x44)])
     (tmp_path / "d").mkdir()
     (tmp_path / "out").mkdir()
     config = {"auth": {"tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},
-              "pipeline": {"max_bytes_per_second": 16 * MiB}}
+              "pipeline": {"max_bytes_per_second": 64 * MiB}}  # progress in 8 MiB chunks, several a second
     d = Daemon(tmp_path / "d", config).start()
     try:
         page = requests.get(d.url + "/", timeout=10)  # the page itself needs no token
@@ -47,6 +47,7 @@ def test_progress_moves_details_show_and_cancel_works(tmp_path, sim, si):
         seen = json.loads(run.stdout.strip().splitlines()[-1])
         assert seen["second"] > seen["first"], seen  # the progress bar moved
         assert seen["chartPixels"] > 50, seen  # the throughput chart has a line
+        assert seen["diskBars"] == 1, seen  # the disk in flight has a bar of its own
         assert seen["errors"] == [], seen
         assert screenshot.stat().st_size > 10_000
         job = wait_for(lambda: (lambda j: j if j["status"] == "cancelled" else None)(

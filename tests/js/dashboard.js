@@ -43,13 +43,14 @@ async function main() {
       for (let i = 0; i < data.length; i += 4) if (data[i + 2] > 200 && data[i] < 120) blue++;
       return blue;
     });
+    const diskBars = await page.$$eval('#detail .disk .bar', (bars) => bars.length);
     await page.screenshot({ path: screenshot, fullPage: true });
     await page.click(`${row} button.cancel`);
     await page.waitForFunction((selector) => {
       const cell = document.querySelector(`${selector} td:nth-child(2)`);
       return cell && cell.textContent === 'cancelled';
     }, row, { timeout: 15000 });
-    console.log(JSON.stringify({ first, second, chartPixels, errors, reloginAsked: false }));
+    console.log(JSON.stringify({ first, second, chartPixels, diskBars, errors, reloginAsked: false }));
   } finally {
     await browser.close();
   }

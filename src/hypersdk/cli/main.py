@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any, Optional
 
 import yaml
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ids", nargs="*")
     c.add_argument("--status", action="append", choices=("pending", "running"))
     c.set_defaults(run=cmd_cancel)
+
+    c = sub.add_parser("resume", help="queue a failed job again whose copy was kept: it goes on from its checkpoints")
+    c.add_argument("id")
+    c.add_argument("--watch", action="store_true", help="then watch it until it ends")
+    c.set_defaults(run=cmd_resume)
 
     c = sub.add_parser("watch", help="live progress until the jobs end (all active jobs when no id is given)")
     c.add_argument("ids", nargs="*")
@@ -245,6 +251,12 @@ def cmd_cancel(client: ApiClient, args) -> int:
     for job_id, why in answer["errors"].items():
         print(f"{job_id}: not cancelled: {why}", file=sys.stderr)
     return JOB_FAILED if answer["errors"] else OK
+
+
+def cmd_resume(client: ApiClient, args) -> int:
+    answer = client.post(f"/jobs/{urllib.parse.quote(args.id, safe='')}/resume", {})
+    print(f"{answer['job_id']}: {answer['status']}: {answer['message']}")
+    return watch(client, [answer["job_id"]], cacert=args.cacert) if args.watch else OK
 
 
 def cmd_vms(client: ApiClient, args) -> int:

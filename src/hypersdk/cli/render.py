@@ -55,6 +55,14 @@ def progress_lines(job: dict) -> list[str]:
     if p["stage"] not in ("conversion", "verification"):  # no bytes to count: what the stage is doing
         if p.get("message") and job["status"] == "running":
             lines.append(f"          {p['message'][:120]}")
+    elif p.get("disks"):  # every disk in flight, each with its bar
+        for disk in p["disks"]:
+            total = disk["total_bytes"] or 0
+            percent = 100.0 * disk["current_bytes"] / total if total else 0.0
+            lines.append(f"          disk {disk['index'] + 1}/{len(p['disks'])} {bar(percent, 20)} "
+                         f"{size(disk['current_bytes'])} of {size(total)}")
+        lines.append(f"          {size(p['rate_bytes_per_second'])}/s  ETA {duration(p['eta_seconds'])}"
+                     + (f"  (resumed at {size(p['resumed_at_bytes'])})" if p.get("resumed_at_bytes") else ""))
     elif p.get("disk_count"):
         disk_total = p.get("disk_total_bytes") or 0
         disk_percent = 100.0 * p.get("disk_current_bytes", 0) / disk_total if disk_total else 0.0

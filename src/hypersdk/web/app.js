@@ -93,6 +93,20 @@ async function cancelJob(id) {
   } catch (error) { alert(error.message); }
 }
 
+// A bar per disk being copied (they go at once), or the one disk of the older progress shape.
+function diskBars(p) {
+  const disks = (p.disks && p.disks.length) ? p.disks : (p.disk_count ? [{
+    index: p.disk_index, label: `${p.disk_index + 1} of ${p.disk_count}`, current_bytes: p.disk_current_bytes,
+    total_bytes: p.disk_total_bytes }] : []);
+  if (!disks.length) return '-';
+  return el('div', {}, ...disks.map((d) => {
+    const fill = el('div');
+    fill.style.width = `${d.total_bytes ? (100 * d.current_bytes) / d.total_bytes : 0}%`;
+    return el('div', { class: 'disk' }, el('div', { class: 'bar' }, fill),
+      ` ${d.label}: ${size(d.current_bytes)} of ${size(d.total_bytes)}`);
+  }), p.resumed_at_bytes ? el('div', {}, `resumed at ${size(p.resumed_at_bytes)}`) : '');
+}
+
 function renderDetail() {
   const job = state.jobs.get(state.selected);
   $('#detail').hidden = !job;
@@ -101,8 +115,7 @@ function renderDetail() {
   const fields = [['VM', job.definition.vm_path], ['Status', job.status], ['Stage', job.progress.stage],
     ['Now', job.progress.message || '-'],
     ['Copied', `${size(job.progress.current_bytes)} of ${size(job.progress.total_bytes)}`],
-    ['Disk', job.progress.disk_count ? `${job.progress.disk_index + 1} of ${job.progress.disk_count}: `
-      + `${size(job.progress.disk_current_bytes)} of ${size(job.progress.disk_total_bytes)}` : '-'],
+    ['Disks', diskBars(job.progress)],
     ['Created', job.created_at], ['Started', job.started_at], ['Ended', job.completed_at]];
   if (job.error) fields.push(['Error', el('pre', {}, job.error)]);  // a boot check's error ends with console lines
   if (job.result) fields.push(['Result', el('pre', {}, JSON.stringify(job.result, null, 2))]);

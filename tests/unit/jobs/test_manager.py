@@ -217,3 +217,43 @@ def test_one_vcenter_spelled_three_ways_and_by_name_counts_once_against_its_limi
     assert [h.status(i) for i in ids] == [RUNNING, PENDING, PENDING, PENDING]
     h.pipeline.runs[ids[0]].complete()
     assert h.pipeline.started == ids[:2]
+
+
+class Requeue(HyperSDKError):
+    requeue = True
+
+
+class Resumable(HyperSDKError):
+    resumable = True
+
+
+def test_a_run_suspended_by_the_daemons_stop_goes_back_to_the_queue():
+    h = Harness(workers=1).start()
+    [job_id] = h.submit()
+    h.pipeline.runs[job_id].reporter.stage_started("conversion")
+    h.pipeline.runs[job_id].fail(Requeue("the daemon stopped during conversion: resumes at its next start"))
+    job = result_of(h.store.get(job_id))
+    assert job.status == PENDING and job.error is None
+    assert result_of(h.store.history(job_id))[-1].message.endswith("resumes at its next start")
+    assert h.manager.status()["pending_jobs"] == 1 and h.manager.status()["running_jobs"] == 0
+
+
+def test_a_resumable_failure_can_be_resumed_once_and_only_that():
+    h = Harness(workers=1).start()
+    [job_id, other] = h.submit(2)
+    run = h.pipeline.runs[job_id]
+    run.reporter.stage_started("conversion")
+    run.fail(Resumable("no data from vCenter vc:443 for 120 s while copying Hard disk 1"))
+    job = result_of(h.store.get(job_id))
+    assert job.status == FAILED and job.result == {"resumable": True}
+    assert job.error.endswith(f"(resumable: POST /jobs/{job_id}/resume)")
+    h.pipeline.runs[other].fail(HyperSDKError("boom"))
+    with pytest.raises(HyperSDKError, match="only a failed job whose copy was kept"):
+        result_of(h.manager.resume(other))
+    resumed = result_of(h.manager.resume(job_id))
+    assert resumed.status == PENDING or h.status(job_id) == RUNNING
+    assert h.pipeline.started.count(job_id) == 2  # it runs again
+    with pytest.raises(HyperSDKError, match="is running"):
+        result_of(h.manager.resume(job_id))
+    with pytest.raises(HyperSDKError, match="not found"):
+        result_of(h.manager.resume("no-such-job"))
