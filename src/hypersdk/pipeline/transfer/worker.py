@@ -111,7 +111,8 @@ class Source:
     def read_into(self, buffer: memoryview, offset: int) -> None:
         """The disk's bytes ``offset .. offset+len(buffer)`` into ``buffer``."""
         start = self._offset + offset
-        headers = {"Cookie": self.cookie(), "Range": f"bytes={start}-{start + len(buffer) - 1}"}
+        cookie = self.cookie()
+        headers = {"Cookie": cookie, "Range": f"bytes={start}-{start + len(buffer) - 1}"}
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -119,7 +120,7 @@ class Source:
             response = self._conn.getresponse()
             if response.status in (401, 403):
                 response.read()
-                raise AuthRefused(response.status)
+                raise AuthRefused(response.status, cookie)
             if response.status >= 500:
                 response.read()
                 raise Retry(f"HTTP {response.status}")
@@ -327,10 +328,13 @@ class Copy:
                 auth_waits += 1
                 if auth_waits > 3:
                     raise Fatal("auth", f"vCenter refused the session cookie (HTTP {e.args[0]}) after renewals")
-                self._wait_for_new_cookie(source, e.args[0])
+                self._wait_for_new_cookie(source, *e.args)
 
-    def _wait_for_new_cookie(self, source: Source, status: int) -> None:
-        old = source.cookie()
+    def _wait_for_new_cookie(self, source: Source, status: int, old: str) -> None:
+        """Until the cookie file holds another cookie than the one refused (another stream may have
+        had it renewed already)."""
+        if source.cookie() != old:
+            return
         self.out(auth=status)
         deadline = time.monotonic() + AUTH_WAIT
         while source.cookie() == old:
