@@ -85,6 +85,8 @@ class Bench:
     def nbdkit_curl(self, target: Path) -> float:
         """One nbdkit-curl stream into qemu-img convert, as virt-v2v copies without VDDK."""
         socket, pidfile = self.work / "nbd.sock", self.work / "nbdkit.pid"
+        pidfile.unlink(missing_ok=True)
+        socket.unlink(missing_ok=True)  # a socket left by the run before: nbdkit would not bind
         argv = commands.nbdkit_curl(commands.CurlSource(url=self.url, cookie_file=str(self.work / "cookie"),
                                                         sslverify=False), str(socket), str(pidfile))
         started = time.monotonic()

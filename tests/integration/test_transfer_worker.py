@@ -127,7 +127,7 @@ def test_transport_errors_and_a_refused_cookie_are_ridden_out_and_the_copy_is_ex
     (tmp_path / "cookie").write_text("vmware_soap_session=expired")
     lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "file", "path": str(target), "size": SIZE}),
                        tmp_path, on_line=renew)
-    assert lines[-1] == {"done": True}
+    assert lines[-1]["done"] is True
     assert len([line for line in lines if "retry" in line]) == 3 and renewed
     records = {line["chunk"]: line for line in lines if "chunk" in line}
     assert sorted(records) == list(range(10))
@@ -147,7 +147,7 @@ def test_into_a_qcow2_through_qemu_nbd_then_verified_by_chunk_hashes(datastore, 
     try:
         wait_for(lambda: nbd_socket.exists(), 10, "qemu-nbd")
         lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "nbd", "socket": str(nbd_socket)}), tmp_path)
-        assert lines[-1] == {"done": True}
+        assert lines[-1]["done"] is True
         expected = {line["chunk"]: line["hash"] for line in lines if "chunk" in line}
         checked = run_worker({"mode": "verify", "target": {"kind": "nbd", "socket": str(nbd_socket)},
                               "chunks": [[c.index, c.offset, c.length] for c in chunks(SIZE, CHUNK)]}, tmp_path)

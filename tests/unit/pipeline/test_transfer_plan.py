@@ -52,11 +52,11 @@ def test_zero_blocks_inside_a_chunk_are_runs_of_their_own():
     data = bytearray(6 * block)
     data[block + 5] = 1
     data[4 * block:5 * block] = b"\x07" * block
-    zeros = bytes(len(data))
-    assert list(runs(memoryview(data), zeros, block)) == [
+    assert list(runs(data, len(data), block)) == [
         (0, block, False), (block, 2 * block, True), (2 * block, 4 * block, False), (4 * block, 5 * block, True),
         (5 * block, 6 * block, False)]
-    assert list(runs(memoryview(bytes(10)), bytes(10), block)) == [(0, 10, False)]
+    assert list(runs(bytearray(10), 10, block)) == [(0, 10, False)]
+    assert list(runs(bytearray(b"\0\0\1"), 3, 2)) == [(0, 2, False), (2, 3, True)]
 
 
 def test_streams_are_shared_out_per_vcenter_and_waiters_go_in_order():
