@@ -50,7 +50,8 @@ class Copying:
         wanted = []
         for disk, source in zip(planned, sources):
             size, modified = await self._identity(self._readers.url(source))
-            wanted.append((source.disk.label, self._readers.stream(source), disk.target, SourceIdentity(size, modified)))
+            identity = SourceIdentity(size, modified, source.disk.change_id)
+            wanted.append((source.disk.label, self._readers.stream(source), disk.target, identity))
         self._disks = await self._copier.prepare(wanted)
         self.resumable = True
         resumed = sum(d.copied for d in self._disks)

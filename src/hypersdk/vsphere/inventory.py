@@ -196,6 +196,7 @@ def disks_of(devices: list) -> tuple[DiskInfo, ...]:
             thin=thin,
             disk_mode=getattr(backing, "diskMode", None) or "persistent",
             controller_model=controller_model,
+            change_id=getattr(backing, "changeId", None) or None,
         ))
     return tuple(disks)
 

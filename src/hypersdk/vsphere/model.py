@@ -25,6 +25,7 @@ class DiskInfo:
     disk_mode: str = "persistent"
     # "pvscsi" | "lsisas" | "lsilogic" | "buslogic" | "ahci" | "ide" | "nvme" | "unknown"
     controller_model: str = "unknown"
+    change_id: Optional[str] = None  # the disk's changeId when changed block tracking is on
 
 
 @frozen
