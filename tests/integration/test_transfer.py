@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -96,13 +97,23 @@ def output_file(out: Path, name: str) -> str:
     return str(out / f"{name}-disk1.qcow2")
 
 
-def test_a_disk_is_read_as_parallel_range_streams_with_progress_from_the_chunks(tmp_path, capped, capped_si):
+@contextmanager
+def copying(tmp_path, sim, si, size: int, config: Optional[dict] = None):
+    """A daemon, a source VM of ``size`` bytes in the capped simulator, and an output directory."""
     out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
-    source = Source(capped_si, capped, tmp_path, 256 * MiB)
-    d = Daemon(tmp_path / "d", {"pipeline": {"streams_per_disk": 4}})
+    source = Source(si, sim, tmp_path, size)
     (tmp_path / "d").mkdir()
-    d.start()
+    d = Daemon(tmp_path / "d", config).start()
     try:
+        yield d, source, out
+    finally:
+        d.close()
+        destroy_vm(source.vm)
+
+
+def test_a_disk_is_read_as_parallel_range_streams_with_progress_from_the_chunks(tmp_path, capped, capped_si):
+    config = {"pipeline": {"streams_per_disk": 4}}
+    with copying(tmp_path, capped, capped_si, 256 * MiB, config) as (d, source, out):
         job_id = d.submit(source.definition(capped, str(out)))
         d.wait_job(job_id, lambda j: j["progress"]["stage"] == "conversion" and worker_pids(job_id), 60)
         pid = worker_pids(job_id)[0]
@@ -113,19 +124,11 @@ def test_a_disk_is_read_as_parallel_range_streams_with_progress_from_the_chunks(
         assert job["status"] == "completed", job["error"]
         assert job["result"]["verified"] is True and job["progress"]["disks"][0]["current_bytes"] == 256 * MiB
         assert source.copied_to(output_file(out, source.name))
-    finally:
-        d.close()
-        destroy_vm(source.vm)
 
 
 def test_a_byte_changed_on_the_destination_before_verification_fails_the_job_naming_its_range(
         tmp_path, capped, capped_si):
-    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
-    source = Source(capped_si, capped, tmp_path, 128 * MiB)
-    d = Daemon(tmp_path / "d")
-    (tmp_path / "d").mkdir()
-    d.start()
-    try:
+    with copying(tmp_path, capped, capped_si, 128 * MiB) as (d, source, out):
         definition = source.definition(capped, str(out))
         definition["destination"]["disk_format"] = "raw"
         job_id = d.submit(definition)
@@ -143,9 +146,6 @@ def test_a_byte_changed_on_the_destination_before_verification_fails_the_job_nam
         assert job["error"] == (f"verification: {label} differs from the source at bytes"
                                 f" {chunk * 8 * MiB}-{(chunk + 1) * 8 * MiB - 1}")
         assert not Path(image).exists()  # a failed verification removes what the job made
-    finally:
-        d.close()
-        destroy_vm(source.vm)
 
 
 def _stop_verifier(d: Daemon, job_id: str):
@@ -159,12 +159,8 @@ def _stop_verifier(d: Daemon, job_id: str):
 
 
 def test_a_silent_source_fails_the_job_resumably_and_resume_goes_on_from_the_checkpoints(tmp_path, capped, capped_si):
-    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
-    source = Source(capped_si, capped, tmp_path, 512 * MiB)
-    d = Daemon(tmp_path / "d", {"pipeline": {"stall_timeout": 5}})
-    (tmp_path / "d").mkdir()
-    d.start()
-    try:
+    config = {"pipeline": {"stall_timeout": 5}}
+    with copying(tmp_path, capped, capped_si, 512 * MiB, config) as (d, source, out):
         job_id = d.submit(source.definition(capped, str(out)))
         d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 128 * MiB, 60)
         os.kill(capped.process.pid, signal.SIGSTOP)  # the simulator stops answering mid-copy
@@ -188,19 +184,11 @@ def test_a_silent_source_fails_the_job_resumably_and_resume_goes_on_from_the_che
         assert "resuming from" in " ".join(h["message"] for h in job["history"])
         again = d.post(f"/jobs/{job_id}/resume")
         assert again.status_code == 409 and "completed" in again.json()["error"]
-    finally:
-        d.close()
-        destroy_vm(source.vm)
 
 
 def test_a_killed_daemon_resumes_its_copy_after_restart_reading_little_again(tmp_path, capped, capped_si):
-    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
     size = 768 * MiB
-    source = Source(capped_si, capped, tmp_path, size)
-    d = Daemon(tmp_path / "d")
-    (tmp_path / "d").mkdir()
-    d.start()
-    try:
+    with copying(tmp_path, capped, capped_si, size) as (d, source, out):
         job_id = d.submit(source.definition(capped, str(out)))
         d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 0.6 * size, 120)
         d.kill()
@@ -214,18 +202,10 @@ def test_a_killed_daemon_resumes_its_copy_after_restart_reading_little_again(tmp
         assert read_again <= 0.45 * size
         messages = [h["message"] for h in job["history"]]
         assert "interrupted by a restart during conversion: resuming" in messages
-    finally:
-        d.close()
-        destroy_vm(source.vm)
 
 
 def test_a_stopped_daemon_keeps_the_copy_queued_and_a_changed_source_starts_it_over(tmp_path, capped, capped_si):
-    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
-    source = Source(capped_si, capped, tmp_path, 256 * MiB)
-    d = Daemon(tmp_path / "d")
-    (tmp_path / "d").mkdir()
-    d.start()
-    try:
+    with copying(tmp_path, capped, capped_si, 256 * MiB) as (d, source, out):
         job_id = d.submit(source.definition(capped, str(out)))
         d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 64 * MiB, 60)
         assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
@@ -238,6 +218,3 @@ def test_a_stopped_daemon_keeps_the_copy_queued_and_a_changed_source_starts_it_o
         assert "starting over: the source changed since the checkpoint: it was modified at" in messages
         assert job["progress"]["resumed_at_bytes"] == 0
         assert source.copied_to(output_file(out, source.name))
-    finally:
-        d.close()
-        destroy_vm(source.vm)

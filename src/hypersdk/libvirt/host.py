@@ -150,14 +150,19 @@ def thd_with_connection(
             conn.close()
 
 
+def _unless_missing(missing: int, lookup: Callable[[], Any]) -> Any:
+    """``lookup()``, or None when libvirt answers that the object does not exist (error ``missing``)."""
+    try:
+        return lookup()
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == missing:
+            return None
+        raise
+
+
 def _find_domain(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virDomain]:
     with _mapped(conn.getURI(), f"looking up domain {name!r}"):
-        try:
-            return conn.lookupByName(name)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
+        return _unless_missing(libvirt.VIR_ERR_NO_DOMAIN, lambda: conn.lookupByName(name))
 
 
 def thd_domain_exists(conn: libvirt.virConnect, name: str) -> bool:
@@ -167,12 +172,8 @@ def thd_domain_exists(conn: libvirt.virConnect, name: str) -> bool:
 def thd_domain_with_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[str]:
     """The name of the domain that has ``uuid``, or None."""
     with _mapped(conn.getURI(), f"looking up uuid {uuid}"):
-        try:
-            return conn.lookupByUUIDString(uuid).name()
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
+        domain = _unless_missing(libvirt.VIR_ERR_NO_DOMAIN, lambda: conn.lookupByUUIDString(uuid))
+        return None if domain is None else domain.name()
 
 
 def thd_define_domain(conn: libvirt.virConnect, xml: str) -> str:
@@ -186,15 +187,10 @@ def thd_define_domain(conn: libvirt.virConnect, xml: str) -> str:
     name, uuid = root.findtext("name", ""), root.findtext("uuid")
     if _find_domain(conn, name) is not None:
         raise errors.Conflict(f"libvirt {uri}: domain {name!r} already exists")
+    other = thd_domain_with_uuid(conn, uuid) if uuid else None
+    if other is not None:
+        raise errors.Conflict(f"libvirt {uri}: domain {other!r} already has uuid {uuid}")
     with _mapped(uri, f"defining domain {name!r}"):
-        if uuid:
-            try:
-                other = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-            else:
-                raise errors.Conflict(f"libvirt {uri}: domain {other.name()!r} already has uuid {uuid}")
         return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE).name()
 
 
@@ -278,24 +274,17 @@ def thd_volume_path(conn: libvirt.virConnect, pool: str, name: str) -> Optional[
     """The path of an existing volume, or None."""
     p = _pool(conn, pool)
     with _mapped(conn.getURI(), f"looking up volume {name!r} in pool {pool!r}"):
-        try:
-            return p.storageVolLookupByName(name).path()
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return None
-            raise
+        volume = _unless_missing(libvirt.VIR_ERR_NO_STORAGE_VOL, lambda: p.storageVolLookupByName(name))
+        return None if volume is None else volume.path()
 
 
 def thd_delete_volume(conn: libvirt.virConnect, pool: str, name: str) -> bool:
     """Delete a volume; False if it did not exist."""
     p = _pool(conn, pool)
     with _mapped(conn.getURI(), f"deleting volume {name!r} in pool {pool!r}"):
-        try:
-            vol = p.storageVolLookupByName(name)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return False
-            raise
+        vol = _unless_missing(libvirt.VIR_ERR_NO_STORAGE_VOL, lambda: p.storageVolLookupByName(name))
+        if vol is None:
+            return False
         vol.delete(0)
     return True
 
