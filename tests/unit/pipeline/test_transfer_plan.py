@@ -85,3 +85,15 @@ def test_a_cancelled_wait_leaves_the_queue():
     waiter.cancel()
     pool.release("vc", 1)
     assert errors == [CancelledError] and pool.in_use("vc") == 0
+
+
+def test_chunks_wholly_in_zero_extents_need_not_be_read_to_be_verified():
+    from hypersdk.pipeline.transfer.plan import zero_chunks
+
+    plan = chunks(64 * MiB, 8 * MiB)
+    extents = [{"start": 0, "length": 8 * MiB + 1, "data": False, "zero": True},
+               {"start": 8 * MiB + 1, "length": 8 * MiB, "data": True, "zero": False},
+               {"start": 16 * MiB + 1, "length": 4 * MiB, "data": False, "zero": True},
+               {"start": 20 * MiB + 1, "length": 44 * MiB - 1, "data": True, "zero": True}]
+    assert zero_chunks(plan, extents) == {0, 3, 4, 5, 6, 7}
+    assert zero_chunks(plan, []) == set()

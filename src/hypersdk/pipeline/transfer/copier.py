@@ -17,8 +17,8 @@ from twisted.logger import Logger
 
 from ..conversion import Target, ToolFailed
 from ..progress import RateMeter
-from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks
-from .plan import Chunk, ChunkRecord, SourceIdentity, bytes_done, chunks, remaining
+from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks, zero_extents
+from .plan import Chunk, ChunkRecord, SourceIdentity, bytes_done, chunks, remaining, zero_chunks
 
 log = Logger()
 
@@ -166,10 +166,11 @@ class JobCopier:
         async def one(disk: DiskTransfer) -> None:
             expected = saved[disk.index][1]
             target = TargetFile(disk.target.path, disk.target.format, True)
+            holes = zero_chunks(disk.chunks, await zero_extents(self._processes, target))
             async with target_spec(self._processes, target, disk.size, read_only=True) as spec:
                 await verify_chunks(self._processes, job_id=self._job_id, label=disk.label, target=spec,
-                                    chunks=disk.chunks,
-                                    expected=expected, on_checked=lambda n: progress.add(disk, n))
+                                    chunks=disk.chunks, expected=expected, known_zero=holes,
+                                    on_checked=lambda n: progress.add(disk, n))
 
         await all_or_none([one(d) for d in disks])
 

@@ -70,6 +70,21 @@ def worker_env() -> dict:
     return {"PYTHONPATH": SRC_DIR, "PYTHONUNBUFFERED": "1"}
 
 
+async def zero_extents(processes: ProcessRunner, target: TargetFile) -> list[dict]:
+    """Where a qcow2 holds no data (``qemu-img map``); nothing for a raw file (the worker asks the file)."""
+    if target.format != "qcow2":
+        return []
+    lines: list[str] = []
+    result = await processes.run("qemu-img map", ["qemu-img", "map", "--output=json", "-U", target.path],
+                                 on_output=lambda stream, line: stream == "stdout" and lines.append(line))
+    if not result.ok:
+        return []  # verification then reads every chunk
+    try:
+        return json.loads("".join(lines))
+    except ValueError:
+        return []
+
+
 @asynccontextmanager
 async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, read_only: bool = False):
     """How the worker reaches ``target``: a raw file directly, a qcow2 through qemu-nbd on a private socket."""
@@ -208,8 +223,10 @@ class DiskCopy:
 
 
 async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, target: dict, chunks: Sequence[Chunk],
-                        expected: dict[int, ChunkRecord], on_checked: Callable[[int], None]) -> None:
-    """Read the destination by ``chunks`` and compare each hash with the one taken from the source."""
+                        expected: dict[int, ChunkRecord], on_checked: Callable[[int], None],
+                        known_zero: set = frozenset()) -> None:
+    """Read the destination by ``chunks`` and compare each hash with the one taken from the source
+    (``known_zero``: chunks the destination holds no data for, hashed as zeros without reading)."""
     differ: list[int] = []
     failure: list[str] = []
 
@@ -222,7 +239,8 @@ async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, ta
         elif "error" in message:
             failure.append(message["error"])
 
-    spec = {"mode": "verify", "target": target, "chunks": [[c.index, c.offset, c.length] for c in chunks]}
+    spec = {"mode": "verify", "target": target, "chunks": [[c.index, c.offset, c.length] for c in chunks],
+            "zero": sorted(known_zero)}
     child = processes.spawn("verification worker", worker_argv(job_id), env=worker_env(), on_output=_Lines(line))
     child.send(json.dumps(spec))
     result = await processes.wait(child)

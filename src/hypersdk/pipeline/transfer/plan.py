@@ -68,6 +68,23 @@ def describe_ranges(spans: Sequence[tuple[int, int]], limit: int = 3) -> str:
     return f"bytes {shown}{more}"
 
 
+def zero_chunks(all_chunks: Sequence[Chunk], extents: Iterable[dict]) -> set[int]:
+    """The chunks that lie wholly in extents reading as zeros (``qemu-img map --output=json``:
+    ``zero`` true, or no data): verification need not read them."""
+    zero = sorted((e["start"], e["start"] + e["length"]) for e in extents if e.get("zero") or not e.get("data"))
+    found, i = set(), 0
+    for chunk in all_chunks:
+        while i < len(zero) and zero[i][1] <= chunk.offset:
+            i += 1
+        j, covered = i, chunk.offset
+        while j < len(zero) and zero[j][0] <= covered < chunk.end:
+            covered = max(covered, zero[j][1])
+            j += 1
+        if covered >= chunk.end:
+            found.add(chunk.index)
+    return found
+
+
 def streams_for(wanted: int, free: int) -> int:
     """How many streams a disk gets of the vCenter's ``free`` ones: as many as it wants and there are,
     at least one (a disk waits when none is free)."""

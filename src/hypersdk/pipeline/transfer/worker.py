@@ -194,6 +194,15 @@ class Target:
         else:
             self._nbd().write_zeroes(offset, length)
 
+    def hole(self, offset: int, length: int) -> bool:
+        """Whether a file target holds no data in the range (it reads as zeros)."""
+        if self._fd is None:
+            return False
+        try:
+            return os.lseek(self._fd, offset, os.SEEK_DATA) >= offset + length
+        except OSError:  # ENXIO: no data from here to the end
+            return True
+
     def read_into(self, buffer: memoryview, offset: int) -> None:
         if self._fd is not None:
             got = 0
@@ -381,10 +390,12 @@ def verify(spec: dict, out: Output) -> int:
     for chunk in spec["chunks"]:
         todo.put(tuple(chunk))
     largest = max((c[2] for c in spec["chunks"]), default=0)
+    known_zero = set(spec.get("zero", ()))  # holes of the destination: they read as zeros, unread
     failures: list[str] = []
 
     def check() -> None:
         buffer = memoryview(bytearray(largest))
+        zeros = bytes(largest)
         try:
             while not failures:
                 try:
@@ -392,7 +403,10 @@ def verify(spec: dict, out: Output) -> int:
                 except queue.Empty:
                     return
                 view = buffer[:length]
-                target.read_into(view, offset)
+                if index in known_zero or target.hole(offset, length):
+                    view = memoryview(zeros)[:length]
+                else:
+                    target.read_into(view, offset)
                 out(checked=index, hash=chunk_hash(view))
         except OSError as e:
             failures.append(f"reading the destination: {e.strerror or e}")
