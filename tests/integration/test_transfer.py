@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
+from tests.integration.test_hyperctl import hyperctl
 from tests.integration.test_migration import tool_processes
 from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk, destroy_vm
 
@@ -163,9 +164,11 @@ def test_a_silent_source_fails_the_job_resumably_and_resume_goes_on_from_the_che
             assert Path(output_file(out, source.name)).exists()  # kept for the resume
         finally:
             os.kill(capped.process.pid, signal.SIGCONT)
-        answer = d.post(f"/jobs/{job_id}/resume")
-        assert answer.status_code == 202, answer.text
-        job = d.wait_finished(job_id, 120)
+        resumed = hyperctl("resume", job_id, "--watch", url=d.url, token=None, timeout=180)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert resumed.stdout.splitlines()[0] == f"{job_id}: pending: job resumed: it goes on from its checkpoints"
+        assert "(resumed at " in resumed.stdout and f"{job_id}: completed: " in resumed.stdout
+        job = d.job(job_id)
         assert job["status"] == "completed", job["error"]
         resumed = job["progress"]["resumed_at_bytes"]
         assert resumed >= 96 * MiB
