@@ -168,15 +168,15 @@ def fill(db_path: Path, jobs: int, seed: int) -> dict[str, int]:
     """Store ``jobs`` finished jobs through SQLiteJobStore, as the daemon would have."""
     from hypersdk.jobs.definition import parse_definition, secrets_of, spec_to_definition
     from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, NewJob
-    from hypersdk.store.sqlite import SQLiteJobStore
+    from tests.stores import sqlite_store
 
     rng = random.Random(seed)
-    store = SQLiteJobStore(str(db_path), InlineRunner(), key_path=str(db_path) + ".key")  # as wiring.py does
+    store = sqlite_store(str(db_path), InlineRunner(), key_path=str(db_path) + ".key")  # as wiring.py does
     store.open()
     # Bulk-load settings on the store's own connection: the rows written are the same,
     # only the per-commit cost drops (~35%). The daemon reopens the file in WAL mode.
-    store._db.execute("PRAGMA journal_mode=MEMORY")
-    store._db.execute("PRAGMA synchronous=OFF")
+    store._engine.db.conn.execute("PRAGMA journal_mode=MEMORY")
+    store._engine.db.conn.execute("PRAGMA synchronous=OFF")
     end = time.time() - 3600.0
     start = end - 42 * DAY
     step = (end - start) / max(jobs, 1)
@@ -214,7 +214,7 @@ def fill(db_path: Path, jobs: int, seed: int) -> dict[str, int]:
             say(f"   {written:,} jobs stored")
             next_report = time.monotonic() + 15
     counts = store.counts()
-    store._db.execute("PRAGMA journal_mode=WAL")
+    store._engine.db.conn.execute("PRAGMA journal_mode=WAL")
     store.close()  # the daemon's own close: PRAGMA optimize
     return counts
 

@@ -33,10 +33,11 @@ from .notify import Notifier
 from .pipeline import build_pipeline
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
+from .store.engine import SQLiteEngine
+from .store.jobs import JobStore
 from .store.runner import ThreadRunner
-from .store.schedules import SQLiteScheduleStore
-from .store.webhooks import SQLiteWebhookStore
-from .store.sqlite import SQLiteJobStore
+from .store.schedules import ScheduleStore
+from .store.webhooks import WebhookStore
 from .vsphere.client import VSphere
 from .webhooks.connect import resolver, webhook_client
 from .webhooks.delivery import WebhookService
@@ -48,8 +49,8 @@ if TYPE_CHECKING:
 
 def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDKService:
     db_path = os.path.join(cwd, config.database.path)
-    store_runner = ThreadRunner(reactor, name="sqlite")
-    store = SQLiteJobStore(db_path, store_runner, key_path=db_path + ".key")
+    engine = SQLiteEngine(db_path, ThreadRunner(reactor, name="sqlite"))
+    store = JobStore(engine, key_path=db_path + ".key")
     bus = EventBus()
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
@@ -60,10 +61,10 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     client = webhook_client(reactor, resolver(reactor),
                             deny_private_networks=config.webhook_settings.deny_private_networks)
     webhooks = WebhookService(
-        SQLiteWebhookStore(store, keep=config.webhook_settings.keep_deliveries), client, reactor, bus,
+        WebhookStore(store, keep=config.webhook_settings.keep_deliveries), client, reactor, bus,
         config_hooks=config_webhooks(config), queue_size=config.webhook_settings.queue_size, version=__version__,
     )
-    scheduler = Scheduler(SQLiteScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
+    scheduler = Scheduler(ScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
     status = StatusAPI(manager, store, reactor, started_at=reactor.seconds())
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,
@@ -104,7 +105,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         endpoint=serverFromString(reactor, listen),
         site=site,
         store=store,
-        store_runner=store_runner,
+        store_runner=engine,
         manager=manager,
         scheduler=scheduler,
         webhooks=webhooks,

@@ -1,13 +1,12 @@
-"""Schedules and their runs, in the job store's SQLite database and thread.
+"""Schedules and their runs, in the job store's database, on its engine's thread.
 
 The scheduler holds the schedules in memory and writes each change through;
-these functions run on the store's thread via ``SQLiteJobStore.run_with_db``.
+these functions run on the store's thread via ``JobStore.run_with_db``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Optional
 
 from attrs import evolve
@@ -15,7 +14,8 @@ from attrs import evolve
 from ..errors import Conflict
 from ..schedules.model import RUNNING, Schedule, ScheduleRun
 from .secretbox import SecretBox
-from .sqlite import SQLiteJobStore, transaction
+from .engine import Db
+from .jobs import JobStore
 
 KEEP_RUNS = 100  # run history kept per schedule; the counters keep the totals
 _DEFINITION_FIELDS = ("name", "description", "cron", "timezone", "missed_runs", "job_template")
@@ -23,8 +23,8 @@ _STATE_COLUMNS = ("enabled", "updated_at", "last_run", "next_run", "run_count", 
                   "succeeded_runs", "failed_runs", "skipped_runs")
 
 
-class SQLiteScheduleStore:
-    def __init__(self, store: SQLiteJobStore):
+class ScheduleStore:
+    def __init__(self, store: JobStore):
         self._with_db = store.run_with_db
 
     def load(self):
@@ -54,12 +54,12 @@ class SQLiteScheduleStore:
         return self._with_db(_thd_runs, "WHERE outcome = ? ORDER BY id", (RUNNING,))
 
 
-def _thd_load(db: sqlite3.Connection, box: SecretBox) -> list[Schedule]:
+def _thd_load(db: Db, box: SecretBox) -> list[Schedule]:
     return [_schedule(row) for row in db.execute("SELECT * FROM schedules ORDER BY created_at, id")]
 
 
-def _thd_insert(db: sqlite3.Connection, box: SecretBox, schedule: Schedule, secrets: dict[str, str]) -> None:
-    with transaction(db):
+def _thd_insert(db: Db, box: SecretBox, schedule: Schedule, secrets: dict[str, str]) -> None:
+    with db.transaction():
         if db.execute("SELECT 1 FROM schedules WHERE id = ?", (schedule.id,)).fetchone():
             raise Conflict(f"a schedule with id {schedule.id} already exists")
         db.execute("INSERT INTO schedules (id, definition, secrets, enabled, created_at, updated_at)"
@@ -69,14 +69,14 @@ def _thd_insert(db: sqlite3.Connection, box: SecretBox, schedule: Schedule, secr
         _update(db, schedule)
 
 
-def _thd_save(db: sqlite3.Connection, box: SecretBox, schedule: Schedule, secrets) -> None:
-    with transaction(db):
+def _thd_save(db: Db, box: SecretBox, schedule: Schedule, secrets) -> None:
+    with db.transaction():
         _update(db, schedule)
         if secrets is not None:
             db.execute("UPDATE schedules SET secrets = ? WHERE id = ?", (box.seal(secrets), schedule.id))
 
 
-def _update(db: sqlite3.Connection, s: Schedule) -> None:
+def _update(db: Db, s: Schedule) -> None:
     assignments = ", ".join(f"{column} = ?" for column in ("definition",) + _STATE_COLUMNS)
     db.execute(f"UPDATE schedules SET {assignments} WHERE id = ?", (
         _definition(s), s.enabled, s.updated_at, s.last_run, s.next_run, s.run_count, json.dumps(list(s.last_job_ids)),
@@ -84,23 +84,23 @@ def _update(db: sqlite3.Connection, s: Schedule) -> None:
     ))
 
 
-def _in_transaction(db: sqlite3.Connection, sql: str, *args) -> int:
-    with transaction(db):
+def _in_transaction(db: Db, sql: str, *args) -> int:
+    with db.transaction():
         return db.execute(sql, args).rowcount
 
 
-def _thd_secrets(db: sqlite3.Connection, box: SecretBox, schedule_id: str) -> dict[str, str]:
+def _thd_secrets(db: Db, box: SecretBox, schedule_id: str) -> dict[str, str]:
     row = db.execute("SELECT secrets FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
     return {} if row is None else box.open(row["secrets"])
 
 
-def _thd_record_run(db: sqlite3.Connection, box: SecretBox, run: ScheduleRun, schedule: Schedule) -> ScheduleRun:
+def _thd_record_run(db: Db, box: SecretBox, run: ScheduleRun, schedule: Schedule) -> ScheduleRun:
     values = (run.trigger, run.started_at, run.finished_at, run.outcome, json.dumps(list(run.job_ids)), run.reason)
-    with transaction(db):
+    with db.transaction():
         if run.id is None:
-            cursor = db.execute("INSERT INTO schedule_runs (schedule_id, trigger, started_at, finished_at, outcome,"
-                                " job_ids, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", (run.schedule_id,) + values)
-            run_id = cursor.lastrowid
+            run_id = db.one("INSERT INTO schedule_runs (schedule_id, trigger, started_at, finished_at, outcome,"
+                            " job_ids, reason) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                            (run.schedule_id,) + values)["id"]
             db.execute(  # keep this schedule's newest KEEP_RUNS ended runs, and any still running
                 "DELETE FROM schedule_runs WHERE schedule_id = ? AND outcome != ? AND id NOT IN"
                 " (SELECT id FROM schedule_runs WHERE schedule_id = ? ORDER BY id DESC LIMIT ?)",
@@ -113,7 +113,7 @@ def _thd_record_run(db: sqlite3.Connection, box: SecretBox, run: ScheduleRun, sc
     return evolve(run, id=run_id)
 
 
-def _thd_runs(db: sqlite3.Connection, box: SecretBox, where: str, args: tuple) -> list[ScheduleRun]:
+def _thd_runs(db: Db, box: SecretBox, where: str, args: tuple) -> list[ScheduleRun]:
     return [
         ScheduleRun(id=row["id"], schedule_id=row["schedule_id"], trigger=row["trigger"], started_at=row["started_at"],
                     finished_at=row["finished_at"], outcome=row["outcome"], job_ids=tuple(json.loads(row["job_ids"])),
@@ -126,7 +126,7 @@ def _definition(s: Schedule) -> str:
     return json.dumps({name: getattr(s, name) for name in _DEFINITION_FIELDS})
 
 
-def _schedule(row: sqlite3.Row) -> Schedule:
+def _schedule(row) -> Schedule:
     definition = json.loads(row["definition"])
     return Schedule(
         id=row["id"], **definition, enabled=bool(row["enabled"]), created_at=row["created_at"],

@@ -1,4 +1,4 @@
-"""API-added webhooks and every webhook's deliveries, in the job store's SQLite database and thread.
+"""API-added webhooks and every webhook's deliveries, in the job store's database, on its engine's thread.
 
 Header values and secrets of webhooks are stored encrypted. Pending deliveries
 are kept until they end, so a restart resumes them; of the ended ones only the
@@ -8,15 +8,15 @@ last ``keep`` per webhook are kept.
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from ..webhooks.model import API, PENDING, Attempt, Delivery, Webhook
 from .secretbox import SecretBox
-from .sqlite import SQLiteJobStore, transaction
+from .engine import Db
+from .jobs import JobStore
 
 
-class SQLiteWebhookStore:
-    def __init__(self, store: SQLiteJobStore, keep: int = 50):
+class WebhookStore:
+    def __init__(self, store: JobStore, keep: int = 50):
         self._with_db = store.run_with_db
         self._keep = keep
 
@@ -49,7 +49,7 @@ class SQLiteWebhookStore:
         return self._with_db(_thd_drop_unknown, keys, now)
 
 
-def _thd_load_webhooks(db: sqlite3.Connection, box: SecretBox) -> list[Webhook]:
+def _thd_load_webhooks(db: Db, box: SecretBox) -> list[Webhook]:
     hooks = []
     for row in db.execute("SELECT * FROM webhooks ORDER BY seq"):
         secrets = box.open(row["secrets"])
@@ -62,30 +62,30 @@ def _thd_load_webhooks(db: sqlite3.Connection, box: SecretBox) -> list[Webhook]:
     return hooks
 
 
-def _thd_add_webhook(db: sqlite3.Connection, box: SecretBox, h: Webhook) -> None:
+def _thd_add_webhook(db: Db, box: SecretBox, h: Webhook) -> None:
     secrets = {"headers": json.dumps(h.headers), **({"secret": h.secret} if h.secret else {})}
-    with transaction(db):
+    with db.transaction():
         db.execute("INSERT INTO webhooks (id, url, events, enabled, timeout, retry_count, secrets, created_at)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (h.key, h.url, json.dumps(list(h.events)), h.enabled, h.timeout, h.retry_count, box.seal(secrets),
                     h.created_at))
 
 
-def _thd_delete_webhook(db: sqlite3.Connection, box: SecretBox, key: str) -> None:
-    with transaction(db):
+def _thd_delete_webhook(db: Db, box: SecretBox, key: str) -> None:
+    with db.transaction():
         db.execute("DELETE FROM webhooks WHERE id = ?", (key,))
         db.execute("DELETE FROM webhook_deliveries WHERE hook_key = ?", (key,))
 
 
-def _thd_add(db: sqlite3.Connection, box: SecretBox, d: Delivery) -> None:
-    with transaction(db):
+def _thd_add(db: Db, box: SecretBox, d: Delivery) -> None:
+    with db.transaction():
         db.execute("INSERT INTO webhook_deliveries (id, hook_key, event, body, state, attempts, created_at, updated_at)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (d.id, d.hook_key, d.event, d.body, d.state, _attempts(d), d.created_at, d.created_at))
 
 
-def _thd_update(db: sqlite3.Connection, box: SecretBox, d: Delivery, now: float, keep: int) -> None:
-    with transaction(db):
+def _thd_update(db: Db, box: SecretBox, d: Delivery, now: float, keep: int) -> None:
+    with db.transaction():
         db.execute("UPDATE webhook_deliveries SET state = ?, attempts = ?, updated_at = ? WHERE id = ?",
                    (d.state, _attempts(d), now, d.id))
         if d.state != PENDING:
@@ -95,14 +95,14 @@ def _thd_update(db: sqlite3.Connection, box: SecretBox, d: Delivery, now: float,
                 (d.hook_key, PENDING, d.hook_key, PENDING, keep))
 
 
-def _thd_drop_unknown(db: sqlite3.Connection, box: SecretBox, keys: list[str], now: float) -> int:
+def _thd_drop_unknown(db: Db, box: SecretBox, keys: list[str], now: float) -> int:
     marks = ", ".join("?" * len(keys))
-    with transaction(db):
+    with db.transaction():
         return db.execute(f"UPDATE webhook_deliveries SET state = 'dropped', updated_at = ?"
                           f" WHERE state = ? AND hook_key NOT IN ({marks})", (now, PENDING, *keys)).rowcount
 
 
-def _thd_deliveries(db: sqlite3.Connection, box: SecretBox, where: str, args: tuple) -> list[Delivery]:
+def _thd_deliveries(db: Db, box: SecretBox, where: str, args: tuple) -> list[Delivery]:
     return [
         Delivery(id=row["id"], hook_key=row["hook_key"], event=row["event"], body=bytes(row["body"]),
                  created_at=row["created_at"], state=row["state"],

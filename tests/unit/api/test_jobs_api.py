@@ -34,7 +34,7 @@ def test_status_answers_get_and_head_and_refuses_other_methods(api):
 
 
 def test_health_is_503_when_the_database_is_gone(api):
-    api.h.store._conn.close()
+    api.h.store._engine.db.conn.close()
     response = api.get("/health")
     assert response.code == 503 and response.json()["status"] == "unavailable"
 

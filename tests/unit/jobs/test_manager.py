@@ -8,7 +8,7 @@ from hypersdk.events import EventBus
 from hypersdk.jobs.definition import SubmitContext
 from hypersdk.jobs.manager import JobManager
 from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
-from hypersdk.store.sqlite import SQLiteJobStore
+from tests.stores import sqlite_store
 from tests.fakes.pipeline import ScriptedPipeline
 from tests.fakes.runner import ImmediateRunner
 from tests.helpers import definition, result_of
@@ -18,7 +18,7 @@ class Harness:
     def __init__(self, workers=2, cleanup_seconds=0.0, store=None):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.store = store or SQLiteJobStore(":memory:", ImmediateRunner(), key_path=None)
+        self.store = store or sqlite_store(":memory:", ImmediateRunner(), key_path=None)
         self.pipeline = ScriptedPipeline(self.clock, cleanup_seconds)
         self.bus = EventBus()
         self.events = []
@@ -179,11 +179,11 @@ def test_stopping_interrupts_running_jobs_and_refuses_new_ones():
 
 def test_restart_fails_interrupted_jobs_and_resumes_the_queue(tmp_path):
     db = str(tmp_path / "jobs.db")
-    first = Harness(workers=1, store=SQLiteJobStore(db, ImmediateRunner(), db + ".key")).start()
+    first = Harness(workers=1, store=sqlite_store(db, ImmediateRunner(), db + ".key")).start()
     ids = first.submit(2)
     first.pipeline.runs[ids[0]].reporter.stage_started("conversion")
     # The process dies here: nothing is stopped cleanly.
-    second = Harness(workers=1, store=SQLiteJobStore(db, ImmediateRunner(), db + ".key")).start()
+    second = Harness(workers=1, store=sqlite_store(db, ImmediateRunner(), db + ".key")).start()
     job = result_of(second.store.get(ids[0]))
     assert (job.status, job.error) == (FAILED, "interrupted: daemon restarted during conversion")
     assert second.pipeline.started == [ids[1]]

@@ -11,7 +11,7 @@ from hypersdk.jobs.definition import SubmitContext
 from hypersdk.jobs.model import PENDING
 from hypersdk.schedules.definition import parse_create, parse_update
 from hypersdk.schedules.scheduler import Scheduler
-from hypersdk.store.schedules import SQLiteScheduleStore
+from hypersdk.store.schedules import ScheduleStore
 from tests.helpers import VALID_DEFINITION, result_of
 from tests.unit.jobs.test_manager import Harness
 
@@ -27,7 +27,7 @@ class World:
         self.h = Harness(workers=1)
         self.h.clock.advance(ts(start) - self.h.clock.seconds())
         self.h.start()
-        self.clock, self.manager, self.store = self.h.clock, self.h.manager, SQLiteScheduleStore(self.h.store)
+        self.clock, self.manager, self.store = self.h.clock, self.h.manager, ScheduleStore(self.h.store)
         self.vms = list(vms)
         self.searched = []
         self.schedule_events = []

@@ -6,7 +6,8 @@ import pytest
 
 from hypersdk.errors import Conflict
 from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, NewJob, Progress
-from hypersdk.store.sqlite import SQLiteJobStore, migrations
+from hypersdk.store.engine import migrations
+from tests.stores import sqlite_store
 from tests.fakes.runner import ImmediateRunner
 from tests.helpers import result_of
 
@@ -20,7 +21,7 @@ def new_job(job_id, created_at, password=PASSWORD):
 
 @pytest.fixture
 def store():
-    s = SQLiteJobStore(":memory:", ImmediateRunner(), key_path=None)
+    s = sqlite_store(":memory:", ImmediateRunner(), key_path=None)
     result_of(s.open())
     yield s
     result_of(s.close())
@@ -129,7 +130,7 @@ def test_a_job_interrupted_in_a_resumable_stage_with_checkpoints_goes_back_to_th
 def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):
     db = str(tmp_path / "var" / "jobs.db")
     key = db + ".key"
-    store = SQLiteJobStore(db, ImmediateRunner(), key_path=key)
+    store = sqlite_store(db, ImmediateRunner(), key_path=key)
     result_of(store.open())
     result_of(store.insert([new_job("a", 1.0)]))
     assert result_of(store.secrets("a")) == {"source.password": PASSWORD}
@@ -138,7 +139,7 @@ def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):
     for name in os.listdir(tmp_path / "var"):
         assert PASSWORD.encode() not in (tmp_path / "var" / name).read_bytes(), name
     # The same key file opens the secrets again after a restart.
-    again = SQLiteJobStore(db, ImmediateRunner(), key_path=key)
+    again = sqlite_store(db, ImmediateRunner(), key_path=key)
     result_of(again.open())
     assert result_of(again.secrets("a")) == {"source.password": PASSWORD}
     result_of(again.close())
@@ -147,16 +148,16 @@ def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):
 def test_schema_is_versioned_and_opening_twice_migrates_once(tmp_path):
     db = str(tmp_path / "jobs.db")
     for _ in range(2):
-        store = SQLiteJobStore(db, ImmediateRunner(), key_path=db + ".key")
+        store = sqlite_store(db, ImmediateRunner(), key_path=db + ".key")
         result_of(store.open())
         result_of(store.close())
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations()[-1][0]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations("sqlite")[-1][0]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_status_queries_use_an_index(store):
-    plan = store._conn.execute(
+    plan = store._engine.db.conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE status IN (?) ORDER BY created_at DESC, id DESC LIMIT 10",
         (FAILED,),
     ).fetchall()
@@ -164,9 +165,9 @@ def test_status_queries_use_an_index(store):
 
 
 def test_claim_uses_the_pending_index_even_without_statistics(store):
-    from hypersdk.store.sqlite import _PENDING_FIFO
+    from hypersdk.store.jobs import _CLAIM
 
-    plan = store._conn.execute(f"EXPLAIN QUERY PLAN SELECT seq FROM jobs {_PENDING_FIFO} ORDER BY seq LIMIT 1").fetchall()
+    plan = store._engine.db.conn.execute(f"EXPLAIN QUERY PLAN {_CLAIM['sqlite'].format(skip='')}").fetchall()
     text = " ".join(str(tuple(r)) for r in plan)
     assert "jobs_pending_fifo" in text and "TEMP B-TREE" not in text
 

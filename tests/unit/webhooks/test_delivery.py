@@ -13,8 +13,8 @@ from twisted.web.server import NOT_DONE_YET
 from hypersdk import events
 from hypersdk.events import Event, EventBus
 from hypersdk.jobs.model import Job, Progress
-from hypersdk.store.sqlite import SQLiteJobStore
-from hypersdk.store.webhooks import SQLiteWebhookStore
+from tests.stores import sqlite_store
+from hypersdk.store.webhooks import WebhookStore
 from hypersdk.webhooks import rules
 from hypersdk.webhooks.connect import PrivateAddress
 from hypersdk.webhooks.delivery import WebhookService
@@ -57,9 +57,9 @@ class World:
         if clock is None:
             self.clock.advance(1_700_000_000)
         if store is None:
-            jobs_store = SQLiteJobStore(":memory:", ImmediateRunner(), key_path=None)
+            jobs_store = sqlite_store(":memory:", ImmediateRunner(), key_path=None)
             result_of(jobs_store.open())
-            store = SQLiteWebhookStore(jobs_store, keep=5)
+            store = WebhookStore(jobs_store, keep=5)
         self.store = store
         self.receiver = receiver or Receiver()
         self.stub = StubTreq(self.receiver)

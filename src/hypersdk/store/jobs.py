@@ -1,0 +1,303 @@
+"""The job store: jobs, their history and their transfer checkpoints, on either engine.
+
+Every method hands a ``thd_*`` function to the engine, which runs it with a connection on its own
+thread(s), never the reactor's. State changes are conditional (``WHERE status IN (...)``), so a
+terminal status is never overwritten. The secrets of jobs are sealed with a key kept in a file
+beside the database (or named by the configuration), never in it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Sequence
+
+from attrs import asdict, fields
+
+from ..errors import Conflict
+from ..jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, HistoryEntry, Job, NewJob, Progress
+from . import transfers
+from .engine import Db
+from .secretbox import SecretBox, thd_load_or_create_key
+
+_JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
+                " vcenter_key")
+_PROGRESS_FIELDS = {f.name for f in fields(Progress)}
+# The next pending job, oldest first. SQLite: without statistics its planner would sort every pending
+# job on each claim, while the partial index is that list already. PostgreSQL: a job another node
+# is claiming is skipped, not waited for.
+_CLAIM = {
+    "sqlite": f"SELECT seq FROM jobs INDEXED BY jobs_pending_fifo WHERE status = '{PENDING}'{{skip}}"
+              f" ORDER BY seq LIMIT 1",
+    "postgresql": f"SELECT seq FROM jobs WHERE status = '{PENDING}'{{skip}} ORDER BY seq LIMIT 1"
+                  f" FOR UPDATE SKIP LOCKED",
+}
+_HISTORY_ORDER = {"sqlite": "at, rowid", "postgresql": "at, seq"}
+
+
+class JobStore:
+    def __init__(self, engine, key_path: Optional[str]):
+        """``key_path``: the secrets key file (created on first open); None keeps
+        a throw-away key in memory (tests, ``:memory:`` databases)."""
+        self._engine = engine
+        self._key_path = key_path
+        self._box: Optional[SecretBox] = None
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self):
+        """Connect, migrate the schema, load (or create) the secrets key."""
+        return self._engine.call(self._thd_open)
+
+    def _thd_open(self) -> None:
+        self._engine.thd_open()
+        self._box = SecretBox(thd_load_or_create_key(self._key_path)) if self._key_path else SecretBox.generate()
+
+    def close(self):
+        return self._engine.call(self._engine.thd_close)
+
+    def ping(self):
+        return self._engine.run(lambda db: db.one("SELECT 1 AS ok"))
+
+    def run_with_db(self, fn: Callable[..., Any], *args):
+        """``fn(db, secret_box, *args)`` on the engine's thread: for the stores that share this
+        database (schedules, webhooks)."""
+        return self._engine.run(lambda db: fn(db, self._box, *args))
+
+    # -- writes --------------------------------------------------------------
+
+    def insert(self, jobs: Sequence[NewJob]):
+        return self._engine.run(self._thd_insert, list(jobs))
+
+    def _thd_insert(self, db: Db, jobs: list[NewJob]) -> None:
+        rows = [(job.id, PENDING, json.dumps(job.definition), self._box.seal(job.secrets), _dump_progress(Progress()),
+                 job.created_at, job.created_at, job.vcenter_key) for job in jobs]
+        with db.transaction():
+            duplicate = _first_duplicate(db, [job.id for job in jobs])
+            if duplicate is not None:
+                raise Conflict(f"a job with id {duplicate} already exists")
+            db.executemany(
+                "INSERT INTO jobs (id, status, definition, secrets, progress, created_at, updated_at, vcenter_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            _add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
+
+    def claim_next(self, now: float, busy_vcenters: Sequence[str] = ()):
+        return self._engine.run(self._thd_claim_next, now, tuple(busy_vcenters))
+
+    def _thd_claim_next(self, db: Db, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
+        skip = f" AND vcenter_key NOT IN ({', '.join('?' * len(busy_vcenters))})" if busy_vcenters else ""
+        with db.transaction():
+            row = db.one(
+                f"UPDATE jobs SET status = ?, started_at = ?, updated_at = ?"
+                f" WHERE seq = ({_CLAIM[db.dialect].format(skip=skip)}) RETURNING {_JOB_COLUMNS}",
+                (RUNNING, now, now, *busy_vcenters),
+            )
+            if row is None:
+                return None
+            job = _job(row)
+            _add_history(db, [(job.id, now, RUNNING, job.progress.stage, "started")])
+            return job
+
+    def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str] = None):
+        return self._engine.run(self._thd_save_progress, job_id, progress, now, note)
+
+    def _thd_save_progress(self, db: Db, job_id, progress, now, note) -> bool:
+        with db.transaction():
+            changed = db.execute(
+                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (_dump_progress(progress), now, job_id, RUNNING),
+            ).rowcount
+            if changed and note:
+                _add_history(db, [(job_id, now, RUNNING, progress.stage, note)])
+            return bool(changed)
+
+    def finish(self, job_id, status, now, *, from_statuses, error=None, result=None, progress=None):
+        return self._engine.run(self._thd_finish, job_id, status, now, tuple(from_statuses), error, result, progress)
+
+    def _thd_finish(self, db: Db, job_id, status, now, from_statuses, error, result, progress) -> Optional[Job]:
+        marks = ",".join("?" * len(from_statuses))
+        completed_at = now if status in (COMPLETED, FAILED, CANCELLED) else None
+        with db.transaction():
+            row = db.one(
+                f"UPDATE jobs SET status = ?, error = ?, result = ?, completed_at = ?, updated_at = ?,"
+                f" progress = COALESCE(?, progress)"
+                f" WHERE id = ? AND status IN ({marks}) RETURNING {_JOB_COLUMNS}",
+                (status, error, None if result is None else json.dumps(result), completed_at, now,
+                 None if progress is None else _dump_progress(progress), job_id, *from_statuses),
+            )
+            if row is None:
+                return None
+            job = _job(row)
+            _add_history(db, [(job_id, now, status, job.progress.stage, error or status)])
+            return job
+
+    def cancel_pending(self, job_ids, now: float):
+        return self._engine.run(self._thd_cancel_pending, None if job_ids is None else list(job_ids), now)
+
+    def _thd_cancel_pending(self, db: Db, job_ids: Optional[list[str]], now: float) -> list[Job]:
+        if job_ids == []:
+            return []
+        match = "" if job_ids is None else f" AND id IN ({','.join('?' * len(job_ids))})"
+        with db.transaction():
+            rows = db.all(
+                f"UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?"
+                f" WHERE status = '{PENDING}'{match} RETURNING {_JOB_COLUMNS}",
+                (CANCELLED, now, now, *(job_ids or ())),
+            )
+            jobs = [_job(row) for row in rows]
+            _add_history(db, [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs])
+        return jobs
+
+    def fail_interrupted(self, now: float, resumable: Sequence[str] = ()):
+        return self._engine.run(self._thd_fail_interrupted, now, tuple(resumable))
+
+    def _thd_fail_interrupted(self, db: Db, now: float, resumable: tuple[str, ...]) -> tuple[list[Job], list[Job]]:
+        with db.transaction():
+            rows = db.all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ?", (RUNNING,))
+            requeued, failed = [], []
+            for row in rows:
+                stage = _job(row).progress.stage
+                if stage in resumable and transfers.thd_has_transfers(db, row["id"]):
+                    requeued.append(_requeue(db, row["id"], now, (RUNNING,),
+                                             f"interrupted by a restart during {stage}: resuming"))
+                    continue
+                error = f"interrupted: daemon restarted during {stage}"
+                updated = db.one(
+                    f"UPDATE jobs SET status = ?, error = ?, completed_at = ?, updated_at = ?"
+                    f" WHERE id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
+                    (FAILED, error, now, now, row["id"], RUNNING),
+                )
+                _add_history(db, [(row["id"], now, FAILED, stage, error)])
+                failed.append(_job(updated))
+            return requeued, failed
+
+    def requeue(self, job_id: str, now: float, from_statuses: Sequence[str], note: str):
+        return self._engine.run(self._thd_requeue, job_id, now, tuple(from_statuses), note)
+
+    def _thd_requeue(self, db: Db, job_id, now, from_statuses, note) -> Optional[Job]:
+        with db.transaction():
+            return _requeue(db, job_id, now, from_statuses, note)
+
+    # -- transfer checkpoints ----------------------------------------------------------
+
+    def save_transfer(self, job_id: str, disk: int, info: dict):
+        return self._engine.run(_in_transaction, transfers.thd_save_transfer, job_id, disk, info)
+
+    def save_chunks(self, job_id: str, disk: int, records):
+        return self._engine.run(_in_transaction, transfers.thd_save_chunks, job_id, disk, list(records))
+
+    def transfers(self, job_id: str):
+        return self._engine.run(transfers.thd_transfers, job_id)
+
+    def clear_transfers(self, job_id: str):
+        return self._engine.run(_in_transaction, transfers.thd_clear_transfers, job_id)
+
+    # -- reads -----------------------------------------------------------------
+
+    def get(self, job_id: str):
+        return self._engine.run(self._thd_get, job_id)
+
+    def _thd_get(self, db: Db, job_id: str) -> Optional[Job]:
+        row = db.one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else _job(row)
+
+    def secrets(self, job_id: str):
+        return self._engine.run(self._thd_secrets, job_id)
+
+    def _thd_secrets(self, db: Db, job_id: str) -> dict[str, str]:
+        row = db.one("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
+        return {} if row is None else self._box.open(row["secrets"])
+
+    def history(self, job_id: str):
+        return self._engine.run(self._thd_history, job_id)
+
+    def _thd_history(self, db: Db, job_id: str) -> list[HistoryEntry]:
+        rows = db.all(f"SELECT at, status, stage, message FROM job_history WHERE job_id = ?"
+                      f" ORDER BY {_HISTORY_ORDER[db.dialect]}", (job_id,))
+        return [HistoryEntry(at=r["at"], status=r["status"], stage=r["stage"], message=r["message"]) for r in rows]
+
+    def query(self, statuses, job_ids, limit: int, offset: int, count: bool = True):
+        return self._engine.run(self._thd_query, statuses, job_ids, limit, offset, count)
+
+    def _thd_query(self, db: Db, statuses, job_ids, limit, offset, count) -> tuple[list[Job], Optional[int]]:
+        where, params = [], []
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if job_ids is not None:
+            where.append(f"id IN ({','.join('?' * len(job_ids))})")
+            params.extend(job_ids)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = db.one(f"SELECT count(*) AS n FROM jobs{clause}", params)["n"] if count else None
+        rows = db.all(f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                      (*params, limit, offset))
+        return [_job(r) for r in rows], total
+
+    def counts(self):
+        return self._engine.run(_thd_counts)
+
+
+def _thd_counts(db: Db) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in STATUSES:  # one index probe per status beats a GROUP BY scan
+        counts[status] = db.one("SELECT count(*) AS n FROM jobs WHERE status = ?", (status,))["n"]
+    return counts
+
+
+def _in_transaction(db: Db, fn: Callable[..., Any], *args) -> Any:
+    with db.transaction():
+        return fn(db, *args)
+
+
+def _requeue(db: Db, job_id: str, now: float, from_statuses: Sequence[str], note: str) -> Optional[Job]:
+    marks = ",".join("?" * len(from_statuses))
+    row = db.one(
+        f"UPDATE jobs SET status = ?, error = NULL, result = NULL, completed_at = NULL, updated_at = ?"
+        f" WHERE id = ? AND status IN ({marks}) RETURNING {_JOB_COLUMNS}",
+        (PENDING, now, job_id, *from_statuses))
+    if row is None:
+        return None
+    job = _job(row)
+    _add_history(db, [(job_id, now, PENDING, job.progress.stage, note)])
+    return job
+
+
+def _first_duplicate(db: Db, ids: list[str]) -> Optional[str]:
+    """The first id that is stored already or repeated in ``ids``, else None."""
+    seen = set()
+    for job_id in ids:
+        if job_id in seen or db.one("SELECT 1 AS found FROM jobs WHERE id = ?", (job_id,)):
+            return job_id
+        seen.add(job_id)
+    return None
+
+
+def _add_history(db: Db, rows: list[tuple[str, float, str, str, str]]) -> None:
+    """History lines: (job_id, at, status, stage, message)."""
+    db.executemany("INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _dump_progress(progress: Progress) -> str:
+    return json.dumps(asdict(progress))
+
+
+def _job(row) -> Job:
+    progress = json.loads(row["progress"])
+    return Job(
+        id=row["id"],
+        definition=json.loads(row["definition"]),
+        status=row["status"],
+        progress=Progress(**{k: v for k, v in progress.items() if k in _PROGRESS_FIELDS}),
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        updated_at=row["updated_at"],
+        vcenter_key=row["vcenter_key"] or "",
+    )
