@@ -10,9 +10,10 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 # What the daemon itself runs: disk tools, libvirt client, and what builds libvirt-python.
 RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl
 # What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges, and
-# debootstrap for the Debian guest the boot tests build (cached under /var/cache/hypersdk-tests).
+# debootstrap for the Debian guest the boot tests build (cached under /var/cache/hypersdk-tests),
+# and PostgreSQL, the shared store the tests start as the postgres user.
 TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
-	libxml2-utils dnsmasq-base iproute2 chromium dbus debootstrap
+	libxml2-utils dnsmasq-base iproute2 chromium dbus debootstrap postgresql
 # libguestfs (guest inspection: device models, interface names) and virt-v2v, with what they
 # recommend (a kernel for the libguestfs appliance).
 GUEST_PACKAGES := virt-v2v libguestfs-tools python3-guestfs libnbd-bin

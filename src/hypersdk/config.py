@@ -40,7 +40,13 @@ class LogConfig:
 
 @frozen
 class DatabaseConfig:
-    path: str = field(default="var/hypersdk.db", metadata=_check(bool, "must not be empty"))
+    path: str = field(default="var/hypersdk.db", metadata=_check(bool, "must not be empty"))  # SQLite
+    # PostgreSQL, shared by several daemons: postgresql://user@host:port/db (no password in it)
+    url: Optional[str] = field(default=None, metadata=_check(
+        lambda u: u.startswith(("postgresql://", "postgres://")), "must be a postgresql://user@host:port/db URL"))
+    password_file: Optional[str] = None  # the PostgreSQL user's password
+    key_file: Optional[str] = None  # with url: the key every node seals secrets with (created 0600 if missing)
+    connections: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 64, "must be 1..64"))
 
 
 @frozen
@@ -238,6 +244,17 @@ def _check_references(config: Config) -> None:
             raise _Invalid(f"auth.tokens[{i}].token_file", f"cannot read {token.token_file}")
         if names.count(token.name) > 1:
             raise _Invalid(f"auth.tokens[{i}].name", f"{token.name!r} is used twice")
+    database = config.database
+    if database.url is not None:
+        import urllib.parse
+
+        if urllib.parse.urlsplit(database.url).password is not None:
+            raise _Invalid("database.url", "must not hold a password: put it in database.password_file")
+        if database.key_file is None:
+            raise _Invalid("database.key_file", "is required with database.url: every node seals secrets with"
+                                                " the same key, so give each the same file")
+        if database.password_file is not None and not os.access(database.password_file, os.R_OK):
+            raise _Invalid("database.password_file", f"cannot read {database.password_file}")
     for name, vc in config.vcenters.items():
         if (vc.password is None) == (vc.password_file is None):
             raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")

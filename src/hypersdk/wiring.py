@@ -22,7 +22,7 @@ from .api.status import StatusAPI
 from .api.vms import VmsAPI
 from .api.webhooks import WebhooksAPI
 from .api.ws import INITIAL_JOBS, LiveArea, LiveFeed
-from .config import Config, metrics_listen, read_token
+from .config import Config, metrics_listen, read_secret, read_token
 from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
@@ -35,6 +35,7 @@ from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
 from .store.engine import SQLiteEngine
 from .store.jobs import JobStore
+from .store.postgres import PostgresEngine
 from .store.runner import ThreadRunner
 from .store.schedules import ScheduleStore
 from .store.webhooks import WebhookStore
@@ -48,9 +49,8 @@ if TYPE_CHECKING:
 
 
 def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDKService:
-    db_path = os.path.join(cwd, config.database.path)
-    engine = SQLiteEngine(db_path, ThreadRunner(reactor, name="sqlite"))
-    store = JobStore(engine, key_path=db_path + ".key")
+    engine, key_path = store_engine(config, reactor, cwd)
+    store = JobStore(engine, key_path=key_path)
     bus = EventBus()
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
@@ -117,6 +117,18 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         dbus=dbus_service(config, reactor, bus, manager, status.status_body),
     )
     return service
+
+
+def store_engine(config: Config, reactor, cwd: str):
+    """(the database engine, the secrets key file): PostgreSQL when database.url says so, else SQLite."""
+    database = config.database
+    if database.url is not None:
+        password = read_secret(None, database.password_file) if database.password_file else None
+        runner = ThreadRunner(reactor, name="postgresql", threads=database.connections)
+        engine = PostgresEngine(database.url, runner, password=password, connections=database.connections)
+        return engine, os.path.join(cwd, database.key_file)
+    path = os.path.join(cwd, database.path)
+    return SQLiteEngine(path, ThreadRunner(reactor, name="sqlite")), path + ".key"
 
 
 def vm_finder(vsphere: VSphere):

@@ -1,4 +1,4 @@
-"""Runs blocking store calls on one dedicated thread, off the reactor."""
+"""Runs blocking store calls on dedicated threads (one for SQLite), off the reactor."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from twisted.python.threadpool import ThreadPool
 
 
 class ThreadRunner:
-    def __init__(self, reactor, name: str):
+    def __init__(self, reactor, name: str, threads: int = 1):
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name=name)
 
     def start(self) -> None:
         self._pool.start()

@@ -96,10 +96,10 @@ def _thd_update(db: Db, box: SecretBox, d: Delivery, now: float, keep: int) -> N
 
 
 def _thd_drop_unknown(db: Db, box: SecretBox, keys: list[str], now: float) -> int:
-    marks = ", ".join("?" * len(keys))
+    known = f" AND hook_key NOT IN ({', '.join('?' * len(keys))})" if keys else ""  # (PostgreSQL: no empty IN)
     with db.transaction():
         return db.execute(f"UPDATE webhook_deliveries SET state = 'dropped', updated_at = ?"
-                          f" WHERE state = ? AND hook_key NOT IN ({marks})", (now, PENDING, *keys)).rowcount
+                          f" WHERE state = ?{known}", (now, PENDING, *keys)).rowcount
 
 
 def _thd_deliveries(db: Db, box: SecretBox, where: str, args: tuple) -> list[Delivery]:

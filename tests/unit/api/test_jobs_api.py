@@ -1,8 +1,10 @@
 import pytest
 
 from hypersdk.jobs.model import CANCELLED, PENDING, RUNNING
-from tests.helpers import VALID_DEFINITION, definition
+from tests.helpers import VALID_DEFINITION, definition, result_of
 from tests.unit.api.client import APIClient
+
+pytestmark = pytest.mark.usefixtures("store_engine")  # every test on SQLite and on PostgreSQL
 
 PASSWORD = VALID_DEFINITION["source"]["password"]
 
@@ -34,7 +36,7 @@ def test_status_answers_get_and_head_and_refuses_other_methods(api):
 
 
 def test_health_is_503_when_the_database_is_gone(api):
-    api.h.store._engine.db.conn.close()
+    result_of(api.h.store.close())
     response = api.get("/health")
     assert response.code == 503 and response.json()["status"] == "unavailable"
 

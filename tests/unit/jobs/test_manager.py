@@ -8,17 +8,19 @@ from hypersdk.events import EventBus
 from hypersdk.jobs.definition import SubmitContext
 from hypersdk.jobs.manager import JobManager
 from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
-from tests.stores import sqlite_store
+from tests.stores import make_store, sqlite_store
 from tests.fakes.pipeline import ScriptedPipeline
 from tests.fakes.runner import ImmediateRunner
 from tests.helpers import definition, result_of
+
+pytestmark = pytest.mark.usefixtures("store_engine")  # every test on SQLite and on PostgreSQL
 
 
 class Harness:
     def __init__(self, workers=2, cleanup_seconds=0.0, store=None):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.store = store or sqlite_store(":memory:", ImmediateRunner(), key_path=None)
+        self.store = store or make_store()  # the engine the test runs on (store_engine)
         self.pipeline = ScriptedPipeline(self.clock, cleanup_seconds)
         self.bus = EventBus()
         self.events = []

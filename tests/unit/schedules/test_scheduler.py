@@ -15,6 +15,8 @@ from hypersdk.store.schedules import ScheduleStore
 from tests.helpers import VALID_DEFINITION, result_of
 from tests.unit.jobs.test_manager import Harness
 
+pytestmark = pytest.mark.usefixtures("store_engine")  # every test on SQLite and on PostgreSQL
+
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()

@@ -13,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET
 from hypersdk import events
 from hypersdk.events import Event, EventBus
 from hypersdk.jobs.model import Job, Progress
-from tests.stores import sqlite_store
+from tests.stores import make_store
 from hypersdk.store.webhooks import WebhookStore
 from hypersdk.webhooks import rules
 from hypersdk.webhooks.connect import PrivateAddress
@@ -21,6 +21,8 @@ from hypersdk.webhooks.delivery import WebhookService
 from hypersdk.webhooks.model import CONFIG, Webhook
 from tests.fakes.runner import ImmediateRunner
 from tests.helpers import result_of
+
+pytestmark = pytest.mark.usefixtures("store_engine")  # every test on SQLite and on PostgreSQL
 
 URL = "http://receiver.test/hook"
 
@@ -57,7 +59,7 @@ class World:
         if clock is None:
             self.clock.advance(1_700_000_000)
         if store is None:
-            jobs_store = sqlite_store(":memory:", ImmediateRunner(), key_path=None)
+            jobs_store = make_store()
             result_of(jobs_store.open())
             store = WebhookStore(jobs_store, keep=5)
         self.store = store
