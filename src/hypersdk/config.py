@@ -50,6 +50,15 @@ class DatabaseConfig:
 
 
 @frozen
+class ClusterConfig:
+    """Nodes sharing a PostgreSQL database (with SQLite, the one node keeps the same heartbeat)."""
+
+    heartbeat_interval: float = field(default=5.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+    # A node silent this long is lost: the others take its jobs over
+    lease: float = field(default=30.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
+
+
+@frozen
 class MetricsConfig:
     enabled: bool = False
     port: Optional[int] = field(
@@ -175,6 +184,11 @@ class PipelineConfig:
 class Config:
     listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_check(bool, "must not be empty"))
     worker_count: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 256, "must be 1..256"))
+    # This daemon's name among the nodes sharing the database; None: the host name
+    node_name: Optional[str] = field(default=None, metadata=_check(
+        lambda n: n is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", n) is not None,
+        "must be 1..63 letters, digits, '.', '_' or '-'"))
+    cluster: ClusterConfig = field(factory=ClusterConfig)
     log: LogConfig = field(factory=LogConfig)
     auth: AuthConfig = field(factory=AuthConfig)
     database: DatabaseConfig = field(factory=DatabaseConfig)
@@ -255,6 +269,8 @@ def _check_references(config: Config) -> None:
                                                 " the same key, so give each the same file")
         if database.password_file is not None and not os.access(database.password_file, os.R_OK):
             raise _Invalid("database.password_file", f"cannot read {database.password_file}")
+    if config.cluster.lease < 2 * config.cluster.heartbeat_interval:
+        raise _Invalid("cluster.lease", "must be at least twice cluster.heartbeat_interval")
     for name, vc in config.vcenters.items():
         if (vc.password is None) == (vc.password_file is None):
             raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")

@@ -103,6 +103,16 @@ class Unavailable(HyperSDKError):
     code = "unavailable"
 
 
+class JobLost(HyperSDKError):
+    """Another node took this job over (this one lost its lease): its writes are refused."""
+
+    status = 409
+    code = "conflict"
+
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id} was taken over by another node")
+
+
 class UpstreamError(HyperSDKError):
     """vCenter or libvirt answered with an error."""
 

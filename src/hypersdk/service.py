@@ -1,9 +1,9 @@
 """HyperSDKService: wiring only, with a fixed start and stop order.
 
-Start: store thread → schema → worker pools → webhook senders → restart
+Start: store thread → schema → this node's name and heartbeat → worker pools → webhook senders → restart
 recovery and queue → schedules (catch-up runs) → HTTP listener. Stop (SIGTERM):
 stop listening → stop the schedule timer → interrupt running jobs and wait for
-their clean-up → webhook senders (pending deliveries stay stored) → worker
+their clean-up → leave the nodes → webhook senders (pending deliveries stay stored) → worker
 pools → close the store → join its thread.
 """
 
@@ -20,7 +20,7 @@ from twisted.python.components import Componentized
 class HyperSDKService(MultiService):
     log = Logger()
 
-    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, scheduler=None, webhooks=None, log_observer=None, workers=(),
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, membership=None, scheduler=None, webhooks=None, log_observer=None, workers=(),
                  feed=None, metrics_listener=None, notifier=None, dbus=None):
         super().__init__()
         self._reactor = reactor
@@ -29,6 +29,7 @@ class HyperSDKService(MultiService):
         self._store = store
         self._store_runner = store_runner
         self._manager = manager
+        self._membership = membership  # this node's name and heartbeat among the nodes sharing the database
         self._scheduler = scheduler
         self._webhooks = webhooks
         self._log_observer = log_observer
@@ -56,6 +57,8 @@ class HyperSDKService(MultiService):
     async def _start(self):
         self._store_runner.start()
         await self._store.open()
+        if self._membership is not None:  # before this node touches its jobs of an earlier run
+            await self._membership.start()
         for worker in self._workers:
             worker.start()
         if self._webhooks is not None:  # before any job or schedule event is published
@@ -105,6 +108,8 @@ class HyperSDKService(MultiService):
         if self._scheduler is not None:
             self._scheduler.stop()
         await self._manager.stop()
+        if self._membership is not None:
+            await self._membership.stop()
         if self._webhooks is not None:  # after the last job events: they are stored, sent after restart
             self._webhooks.stop()
         for worker in reversed(self._workers):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry
@@ -26,7 +27,8 @@ from .config import Config, metrics_listen, read_secret, read_token
 from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
-from .jobs.manager import JobManager
+from .cluster.membership import Membership
+from .jobs.manager import RESUMABLE_STAGES, JobManager
 from .logs import build_observer
 from .metrics.registry import Metrics
 from .notify import Notifier
@@ -34,7 +36,8 @@ from .pipeline import build_pipeline
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
 from .store.engine import SQLiteEngine
-from .store.jobs import JobStore
+from .store.jobs import JobStore, this_node
+from .store.nodes import NodeStore
 from .store.postgres import PostgresEngine
 from .store.runner import ThreadRunner
 from .store.schedules import ScheduleStore
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 
 def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDKService:
     engine, key_path = store_engine(config, reactor, cwd)
-    store = JobStore(engine, key_path=key_path)
+    store = JobStore(engine, key_path=key_path, node=this_node(config.node_name or socket.gethostname()))
     bus = EventBus()
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
@@ -65,7 +68,9 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         config_hooks=config_webhooks(config), queue_size=config.webhook_settings.queue_size, version=__version__,
     )
     scheduler = Scheduler(ScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
-    status = StatusAPI(manager, store, reactor, started_at=reactor.seconds())
+    membership = Membership(NodeStore(store), manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
+                            lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES)
+    status = StatusAPI(manager, store, reactor, started_at=reactor.seconds(), membership=membership)
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,
                     held_bytes_limit=config.limits.websocket_send_buffer_bytes,
@@ -106,6 +111,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         site=site,
         store=store,
         store_runner=engine,
+        membership=membership,
         manager=manager,
         scheduler=scheduler,
         webhooks=webhooks,

@@ -144,14 +144,19 @@ def _schemas() -> dict[str, Any]:
         "started_at": MAYBE_TIMESTAMP,
         "completed_at": MAYBE_TIMESTAMP,
         "updated_at": TIMESTAMP,
+        "node": {"type": ["string", "null"], "description": "The node (node_name) that runs or ran the job"},
         "history": array(obj({"at": TIMESTAMP, "status": {"type": "string"}, "stage": {"type": "string"},
                               "message": {"type": "string"}}, ["at", "status", "stage", "message"])),
     }, ["id", "definition", "status", "progress", "result", "error", "created_at", "updated_at"])
     counts = {name: {"type": "integer", "minimum": 0} for name in (
         "total_jobs", "running_jobs", "completed_jobs", "failed_jobs", "worker_count", "active_workers",
         "pending_jobs", "cancelled_jobs")}
+    node = obj({"name": {"type": "string"}, "state": {"enum": ["up", "stopped", "lost"]},
+                "last_heartbeat": TIMESTAMP, "running_jobs": {"type": "integer", "minimum": 0}},
+               ["name", "state", "last_heartbeat", "running_jobs"])
     status = obj({**counts, "version": {"type": "string"}, "uptime_seconds": {"type": "number"},
-                  "timestamp": TIMESTAMP}, list(counts) + ["version", "timestamp"])
+                  "timestamp": TIMESTAMP, "node": {"type": "string"}, "nodes": array(node)},
+                 list(counts) + ["version", "timestamp"])
     template = {**definition, "properties": {k: v for k, v in definition["properties"].items() if k != "id"},
                 "description": "A job definition without id; vm_path may end in a glob (Datacenter/vm/prod/*)."}
     schedule_fields = {

@@ -39,6 +39,7 @@ def job_json(job: Job, history: Optional[list[HistoryEntry]] = None) -> dict[str
         "started_at": rfc3339(job.started_at),
         "completed_at": rfc3339(job.completed_at),
         "updated_at": rfc3339(job.updated_at),
+        "node": job.node,
     }
     if history is not None:
         body["history"] = [

@@ -15,8 +15,9 @@ HEALTH_TIMEOUT = 2.0
 class StatusAPI:
     log = Logger()
 
-    def __init__(self, manager: JobManager, store, clock, started_at: float):
+    def __init__(self, manager: JobManager, store, clock, started_at: float, membership=None):
         self._manager = manager
+        self._membership = membership
         self._store = store
         self._clock = clock
         self._started_at = started_at
@@ -43,4 +44,8 @@ class StatusAPI:
         """The /status fields (the WebSocket's ``status`` message carries them too)."""
         body = self._manager.status()
         body.update(version=__version__, uptime_seconds=self._uptime(), timestamp=rfc3339(self._clock.seconds()))
+        if self._membership is not None:
+            body["node"] = self._membership.name
+            body["nodes"] = [{"name": node.name, "state": node.state, "last_heartbeat": rfc3339(node.last_heartbeat),
+                              "running_jobs": running} for node, running in self._membership.known]
         return body

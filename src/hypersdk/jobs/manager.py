@@ -9,7 +9,6 @@ pipeline stage it is in, and the job ends only once that stage has cleaned up.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from typing import Any, Optional, Protocol, Sequence
 
 from attrs import define, evolve, field
@@ -73,6 +72,7 @@ class JobManager:
         self._running: dict[str, _Run] = {}
         self._counts = dict.fromkeys(STATUSES, 0)
         self._stopping = False
+        self._paused: Optional[str] = None  # why this node takes no more jobs
         self._filling = False
         self._fill_again = False
 
@@ -98,6 +98,37 @@ class JobManager:
             self._cancel_run(run, "shutdown")
         if waits:
             await _within(self._clock, DeferredList(waits), STOP_WAIT_SECONDS)
+
+    # -- the cluster -----------------------------------------------------------
+
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def lose(self, job_ids: Sequence[str]) -> None:
+        """Another node has taken these jobs over (this one lost its lease): stop them here, keeping
+        what they wrote. Their outcome is not stored: the store refuses this instance's writes."""
+        for job_id in job_ids:
+            run = self._running.get(job_id)
+            if run is not None:
+                self.log.warn("job {job_id} was taken over by another node: stopping it here", job_id=job_id)
+                self._pipeline.suspend(job_id)
+                self._cancel_run(run, "lost")
+
+    def took_over(self, settled: Sequence[tuple[Job, bool]]) -> None:
+        """Jobs of a lost node, settled by this one: requeued to resume, or failed."""
+        for job, requeued in settled:
+            self.log.warn("job {job_id}: {note}", job_id=job.id,
+                          note=job.error or "its node was lost: it resumes from its checkpoints")
+            self._publish(events.JOB_PROGRESS if requeued else events.JOB_FAILED, job)
+        self._fill()
+
+    def pause(self, reason: str) -> None:
+        self._paused = reason
+
+    async def refresh_counts(self) -> None:
+        """The job counts of the whole cluster (other nodes move jobs too)."""
+        self._counts = await self._store.counts()
+        self._fill()  # jobs another node queued or freed may wait
 
     # -- reads ---------------------------------------------------------------
 
@@ -236,8 +267,8 @@ class JobManager:
         try:
             while True:
                 self._fill_again = False
-                while not self._stopping and len(self._running) < self._worker_count:
-                    job = await self._store.claim_next(self._clock.seconds(), self._busy_vcenters())
+                while not self._stopping and not self._paused and len(self._running) < self._worker_count:
+                    job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
                     if job is None:
                         break
                     self._start(job)
@@ -245,12 +276,6 @@ class JobManager:
                     break
         finally:
             self._filling = False
-
-    def _busy_vcenters(self) -> list[str]:
-        if self._jobs_per_vcenter is None:
-            return []
-        running = Counter(run.job.vcenter_key for run in self._running.values())
-        return sorted(key for key, n in running.items() if n >= self._jobs_per_vcenter)
 
     def _start(self, job: Job) -> None:
         run = _Run(job=job)
@@ -271,6 +296,8 @@ class JobManager:
         except CancelledError:
             if run.cancel_reason == "shutdown":
                 outcome = (FAILED, f"interrupted: daemon stopped during {run.reporter.stage}", None)
+            elif run.cancel_reason == "lost":  # the store refuses this write: the job is another node's
+                outcome = (FAILED, "taken over by another node", None)
             else:
                 outcome = (CANCELLED, None, None)
         except HyperSDKError as e:  # some failures carry what the job found (a boot check's console)

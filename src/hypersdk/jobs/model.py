@@ -63,6 +63,7 @@ class Job:
     result: Optional[dict[str, Any]] = None
     error: Optional[str] = None
     vcenter_key: str = ""  # see vcenter_key(): not shown, counted by limits.jobs_per_vcenter
+    node: Optional[str] = None  # the node that runs or ran it
 
     @property
     def terminal(self) -> bool:

@@ -47,8 +47,9 @@ class JobStore(Protocol):
     async def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, 0 when none)."""
 
-    async def claim_next(self, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
-        """Move the oldest pending job not reading from one of ``busy_vcenters`` to running and return it, or None."""
+    async def claim_next(self, now: float, jobs_per_vcenter: Optional[int] = None) -> Optional[Job]:
+        """Move the oldest pending job to running on this node and return it, or None. With
+        ``jobs_per_vcenter``, a job whose vCenter has that many jobs running on any node waits."""
 
     async def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str]) -> bool:
         """Record a running job's progress (and a history line when ``note``)."""

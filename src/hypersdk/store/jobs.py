@@ -9,18 +9,22 @@ beside the database (or named by the configuration), never in it.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import uuid
 from typing import Any, Callable, Optional, Sequence
 
 from attrs import asdict, fields
 
-from ..errors import Conflict
+from ..cluster.model import NodeId
+from ..errors import Conflict, JobLost
 from ..jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, HistoryEntry, Job, NewJob, Progress
 from . import transfers
 from .engine import Db
 from .secretbox import SecretBox, thd_load_or_create_key
 
-_JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
-                " vcenter_key")
+JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
+                " vcenter_key, node")
 _PROGRESS_FIELDS = {f.name for f in fields(Progress)}
 # The next pending job, oldest first. SQLite: without statistics its planner would sort every pending
 # job on each claim, while the partial index is that list already. PostgreSQL: a job another node
@@ -31,16 +35,32 @@ _CLAIM = {
     "postgresql": f"SELECT seq FROM jobs WHERE status = '{PENDING}'{{skip}} ORDER BY seq LIMIT 1"
                   f" FOR UPDATE SKIP LOCKED",
 }
+# With limits.jobs_per_vcenter, the vCenters that have that many jobs running, on any node.
+_FULL_VCENTERS = (f" AND vcenter_key NOT IN (SELECT vcenter_key FROM jobs WHERE status = '{RUNNING}'"
+                  f" GROUP BY vcenter_key HAVING count(*) >= ?)")
+# Claims that count running jobs per vCenter take turns across the nodes (PostgreSQL; SQLite
+# transactions are serial already): two nodes counting at once could both take the last place.
+CLAIM_LOCK = 0x68797066
+# A running job is written only by the instance that runs it.
+_OWNED = f"(status != '{RUNNING}' OR owner = ?)"
 _HISTORY_ORDER = {"sqlite": "at, rowid", "postgresql": "at, seq"}
 
 
 class JobStore:
-    def __init__(self, engine, key_path: Optional[str]):
+    def __init__(self, engine, key_path: Optional[str], node: Optional[NodeId] = None):
         """``key_path``: the secrets key file (created on first open); None keeps
-        a throw-away key in memory (tests, ``:memory:`` databases)."""
+        a throw-away key in memory (tests, ``:memory:`` databases). ``node``: this daemon, as it
+        claims and writes jobs (a fresh instance of this host's name by default)."""
         self._engine = engine
         self._key_path = key_path
         self._box: Optional[SecretBox] = None
+        self.node = node or this_node(socket.gethostname())
+
+    def for_node(self, node: NodeId) -> "JobStore":
+        """This open database and key, as another node (or a later start of this one) uses them."""
+        other = JobStore(self._engine, self._key_path, node)
+        other._box = self._box
+        return other
 
     @property
     def dialect(self) -> str:
@@ -84,23 +104,26 @@ class JobStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            _add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
+            add_history(db, [(job.id, job.created_at, PENDING, "queued", "submitted") for job in jobs])
 
-    def claim_next(self, now: float, busy_vcenters: Sequence[str] = ()):
-        return self._engine.run(self._thd_claim_next, now, tuple(busy_vcenters))
+    def claim_next(self, now: float, jobs_per_vcenter: Optional[int] = None):
+        return self._engine.run(self._thd_claim_next, now, jobs_per_vcenter)
 
-    def _thd_claim_next(self, db: Db, now: float, busy_vcenters: Sequence[str] = ()) -> Optional[Job]:
-        skip = f" AND vcenter_key NOT IN ({', '.join('?' * len(busy_vcenters))})" if busy_vcenters else ""
+    def _thd_claim_next(self, db: Db, now: float, jobs_per_vcenter: Optional[int] = None) -> Optional[Job]:
+        limit = () if jobs_per_vcenter is None else (jobs_per_vcenter,)
         with db.transaction():
+            if limit and db.dialect == "postgresql":
+                db.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
             row = db.one(
-                f"UPDATE jobs SET status = ?, started_at = ?, updated_at = ?"
-                f" WHERE seq = ({_CLAIM[db.dialect].format(skip=skip)}) RETURNING {_JOB_COLUMNS}",
-                (RUNNING, now, now, *busy_vcenters),
+                f"UPDATE jobs SET status = ?, started_at = ?, updated_at = ?, node = ?, owner = ?"
+                f" WHERE seq = ({_CLAIM[db.dialect].format(skip=_FULL_VCENTERS if limit else '')})"
+                f" RETURNING {JOB_COLUMNS}",
+                (RUNNING, now, now, self.node.name, self.node.instance, *limit),
             )
             if row is None:
                 return None
-            job = _job(row)
-            _add_history(db, [(job.id, now, RUNNING, job.progress.stage, "started")])
+            job = job_from_row(row)
+            add_history(db, [(job.id, now, RUNNING, job.progress.stage, "started")])
             return job
 
     def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str] = None):
@@ -109,11 +132,11 @@ class JobStore:
     def _thd_save_progress(self, db: Db, job_id, progress, now, note) -> bool:
         with db.transaction():
             changed = db.execute(
-                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = ?",
-                (_dump_progress(progress), now, job_id, RUNNING),
+                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = ? AND owner = ?",
+                (_dump_progress(progress), now, job_id, RUNNING, self.node.instance),
             ).rowcount
             if changed and note:
-                _add_history(db, [(job_id, now, RUNNING, progress.stage, note)])
+                add_history(db, [(job_id, now, RUNNING, progress.stage, note)])
             return bool(changed)
 
     def finish(self, job_id, status, now, *, from_statuses, error=None, result=None, progress=None):
@@ -126,14 +149,14 @@ class JobStore:
             row = db.one(
                 f"UPDATE jobs SET status = ?, error = ?, result = ?, completed_at = ?, updated_at = ?,"
                 f" progress = COALESCE(?, progress)"
-                f" WHERE id = ? AND status IN ({marks}) RETURNING {_JOB_COLUMNS}",
+                f" WHERE id = ? AND status IN ({marks}) AND {_OWNED} RETURNING {JOB_COLUMNS}",
                 (status, error, None if result is None else json.dumps(result), completed_at, now,
-                 None if progress is None else _dump_progress(progress), job_id, *from_statuses),
+                 None if progress is None else _dump_progress(progress), job_id, *from_statuses, self.node.instance),
             )
             if row is None:
                 return None
-            job = _job(row)
-            _add_history(db, [(job_id, now, status, job.progress.stage, error or status)])
+            job = job_from_row(row)
+            add_history(db, [(job_id, now, status, job.progress.stage, error or status)])
             return job
 
     def cancel_pending(self, job_ids, now: float):
@@ -146,34 +169,35 @@ class JobStore:
         with db.transaction():
             rows = db.all(
                 f"UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?"
-                f" WHERE status = '{PENDING}'{match} RETURNING {_JOB_COLUMNS}",
+                f" WHERE status = '{PENDING}'{match} RETURNING {JOB_COLUMNS}",
                 (CANCELLED, now, now, *(job_ids or ())),
             )
-            jobs = [_job(row) for row in rows]
-            _add_history(db, [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs])
+            jobs = [job_from_row(row) for row in rows]
+            add_history(db, [(job.id, now, CANCELLED, job.progress.stage, CANCELLED) for job in jobs])
         return jobs
 
     def fail_interrupted(self, now: float, resumable: Sequence[str] = ()):
         return self._engine.run(self._thd_fail_interrupted, now, tuple(resumable))
 
     def _thd_fail_interrupted(self, db: Db, now: float, resumable: tuple[str, ...]) -> tuple[list[Job], list[Job]]:
-        with db.transaction():
-            rows = db.all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ?", (RUNNING,))
+        with db.transaction():  # this node's jobs from before its restart (the other nodes' go on)
+            rows = db.all(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND (node = ? OR node IS NULL)"
+                          f" AND (owner IS NULL OR owner != ?)", (RUNNING, self.node.name, self.node.instance))
             requeued, failed = [], []
             for row in rows:
-                stage = _job(row).progress.stage
+                stage = job_from_row(row).progress.stage
                 if stage in resumable and transfers.thd_has_transfers(db, row["id"]):
-                    requeued.append(_requeue(db, row["id"], now, (RUNNING,),
+                    requeued.append(requeue_job(db, row["id"], now, (RUNNING,),
                                              f"interrupted by a restart during {stage}: resuming"))
                     continue
                 error = f"interrupted: daemon restarted during {stage}"
                 updated = db.one(
                     f"UPDATE jobs SET status = ?, error = ?, completed_at = ?, updated_at = ?"
-                    f" WHERE id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
+                    f" WHERE id = ? AND status = ? RETURNING {JOB_COLUMNS}",
                     (FAILED, error, now, now, row["id"], RUNNING),
                 )
-                _add_history(db, [(row["id"], now, FAILED, stage, error)])
-                failed.append(_job(updated))
+                add_history(db, [(row["id"], now, FAILED, stage, error)])
+                failed.append(job_from_row(updated))
             return requeued, failed
 
     def requeue(self, job_id: str, now: float, from_statuses: Sequence[str], note: str):
@@ -181,15 +205,23 @@ class JobStore:
 
     def _thd_requeue(self, db: Db, job_id, now, from_statuses, note) -> Optional[Job]:
         with db.transaction():
-            return _requeue(db, job_id, now, from_statuses, note)
+            return requeue_job(db, job_id, now, from_statuses, note, owner=self.node.instance)
 
     # -- transfer checkpoints ----------------------------------------------------------
 
     def save_transfer(self, job_id: str, disk: int, info: dict):
-        return self._engine.run(_in_transaction, transfers.thd_save_transfer, job_id, disk, info)
+        return self._engine.run(self._thd_owned, job_id, transfers.thd_save_transfer, disk, info)
 
     def save_chunks(self, job_id: str, disk: int, records):
-        return self._engine.run(_in_transaction, transfers.thd_save_chunks, job_id, disk, list(records))
+        return self._engine.run(self._thd_owned, job_id, transfers.thd_save_chunks, disk, list(records))
+
+    def _thd_owned(self, db: Db, job_id: str, fn: Callable[..., Any], *args) -> Any:
+        """``fn(db, job_id, *args)`` in a transaction, if this instance still runs the job."""
+        with db.transaction():
+            if not db.one(f"SELECT 1 AS found FROM jobs WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
+                          (job_id, self.node.instance)):
+                raise JobLost(job_id)
+            return fn(db, job_id, *args)
 
     def transfers(self, job_id: str):
         return self._engine.run(transfers.thd_transfers, job_id)
@@ -203,8 +235,8 @@ class JobStore:
         return self._engine.run(self._thd_get, job_id)
 
     def _thd_get(self, db: Db, job_id: str) -> Optional[Job]:
-        row = db.one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return None if row is None else _job(row)
+        row = db.one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else job_from_row(row)
 
     def secrets(self, job_id: str):
         return self._engine.run(self._thd_secrets, job_id)
@@ -234,9 +266,9 @@ class JobStore:
             params.extend(job_ids)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = db.one(f"SELECT count(*) AS n FROM jobs{clause}", params)["n"] if count else None
-        rows = db.all(f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        rows = db.all(f"SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                       (*params, limit, offset))
-        return [_job(r) for r in rows], total
+        return [job_from_row(r) for r in rows], total
 
     def counts(self):
         return self._engine.run(_thd_counts)
@@ -254,16 +286,19 @@ def _in_transaction(db: Db, fn: Callable[..., Any], *args) -> Any:
         return fn(db, *args)
 
 
-def _requeue(db: Db, job_id: str, now: float, from_statuses: Sequence[str], note: str) -> Optional[Job]:
+def requeue_job(db: Db, job_id: str, now: float, from_statuses: Sequence[str], note: str,
+             owner: Optional[str] = None) -> Optional[Job]:
+    """Back to the queue; with ``owner``, only if that instance runs it (or it is not running)."""
     marks = ",".join("?" * len(from_statuses))
+    owned = (f" AND {_OWNED}", (owner,)) if owner is not None else ("", ())
     row = db.one(
-        f"UPDATE jobs SET status = ?, error = NULL, result = NULL, completed_at = NULL, updated_at = ?"
-        f" WHERE id = ? AND status IN ({marks}) RETURNING {_JOB_COLUMNS}",
-        (PENDING, now, job_id, *from_statuses))
+        f"UPDATE jobs SET status = ?, error = NULL, result = NULL, completed_at = NULL, updated_at = ?, owner = NULL"
+        f" WHERE id = ? AND status IN ({marks}){owned[0]} RETURNING {JOB_COLUMNS}",
+        (PENDING, now, job_id, *from_statuses, *owned[1]))
     if row is None:
         return None
-    job = _job(row)
-    _add_history(db, [(job_id, now, PENDING, job.progress.stage, note)])
+    job = job_from_row(row)
+    add_history(db, [(job_id, now, PENDING, job.progress.stage, note)])
     return job
 
 
@@ -277,7 +312,7 @@ def _first_duplicate(db: Db, ids: list[str]) -> Optional[str]:
     return None
 
 
-def _add_history(db: Db, rows: list[tuple[str, float, str, str, str]]) -> None:
+def add_history(db: Db, rows: list[tuple[str, float, str, str, str]]) -> None:
     """History lines: (job_id, at, status, stage, message)."""
     db.executemany("INSERT INTO job_history (job_id, at, status, stage, message) VALUES (?, ?, ?, ?, ?)", rows)
 
@@ -286,7 +321,7 @@ def _dump_progress(progress: Progress) -> str:
     return json.dumps(asdict(progress))
 
 
-def _job(row) -> Job:
+def job_from_row(row) -> Job:
     progress = json.loads(row["progress"])
     return Job(
         id=row["id"],
@@ -300,4 +335,10 @@ def _job(row) -> Job:
         completed_at=row["completed_at"],
         updated_at=row["updated_at"],
         vcenter_key=row["vcenter_key"] or "",
+        node=row["node"],
     )
+
+
+def this_node(name: str) -> NodeId:
+    """A new instance of the node ``name``: this process, on this host."""
+    return NodeId(name=name, instance=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid())

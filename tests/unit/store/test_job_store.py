@@ -7,6 +7,7 @@ import pytest
 from hypersdk.errors import Conflict
 from hypersdk.jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, NewJob, Progress
 from hypersdk.store.engine import migrations
+from hypersdk.store.jobs import this_node
 from tests.stores import make_store, sqlite_store
 from tests.fakes.runner import ImmediateRunner
 from tests.helpers import result_of
@@ -101,7 +102,8 @@ def test_restart_fails_running_jobs_naming_their_stage_and_keeps_pending(store):
     result_of(store.insert([new_job("run", 1.0), new_job("wait", 2.0)]))
     result_of(store.claim_next(3.0))
     result_of(store.save_progress("run", Progress(stage="conversion"), 4.0))
-    requeued, failed = result_of(store.fail_interrupted(5.0, ("conversion",)))  # no checkpoints: cannot resume
+    restarted = store.for_node(this_node(store.node.name))
+    requeued, failed = result_of(restarted.fail_interrupted(5.0, ("conversion",)))  # no checkpoints: cannot resume
     assert requeued == []
     assert [(j.id, j.status, j.error) for j in failed] == [("run", FAILED, "interrupted: daemon restarted during conversion")]
     assert result_of(store.get("wait")).status == PENDING
@@ -117,13 +119,15 @@ def test_a_job_interrupted_in_a_resumable_stage_with_checkpoints_goes_back_to_th
         result_of(store.save_progress(job_id, Progress(stage=stage), 4.0))
         result_of(store.save_transfer(job_id, 0, {"size": 100}))
         result_of(store.save_chunks(job_id, 0, [ChunkRecord(0, "h0", False), ChunkRecord(1, "h1", True)]))
-    requeued, failed = result_of(store.fail_interrupted(5.0, ("conversion", "verification")))
+    restarted = store.for_node(this_node(store.node.name))
+    requeued, failed = result_of(restarted.fail_interrupted(5.0, ("conversion", "verification")))
     assert [j.id for j in requeued] == ["copying"] and [j.id for j in failed] == ["importing"]
     assert result_of(store.get("copying")).status == PENDING
     info, chunks = result_of(store.transfers("copying"))[0]
     assert info == {"size": 100} and chunks == {0: ChunkRecord(0, "h0", False), 1: ChunkRecord(1, "h1", True)}
     assert result_of(store.history("copying"))[-1].message == "interrupted by a restart during conversion: resuming"
-    result_of(store.save_transfer("copying", 0, {"size": 200}))  # a new start drops the old chunks
+    assert result_of(restarted.claim_next(6.0)).id == "copying"
+    result_of(restarted.save_transfer("copying", 0, {"size": 200}))  # a new start drops the old chunks
     assert result_of(store.transfers("copying"))[0] == ({"size": 200}, {})
     result_of(store.clear_transfers("copying"))
     assert result_of(store.transfers("copying")) == {}

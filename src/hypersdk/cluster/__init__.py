@@ -1,0 +1,1 @@
+"""Several daemons (nodes) sharing one database: identity, leases, takeover and events across nodes."""

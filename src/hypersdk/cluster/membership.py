@@ -1,0 +1,77 @@
+"""This node's membership of the cluster: its name, its heartbeat, and the takeover of lost nodes.
+
+Every ``heartbeat_interval`` the node renews its lease, learns which of its running jobs another
+node has taken over (they are stopped here, keeping what they wrote), settles the jobs of nodes
+whose lease expired, and refreshes the job counts and the node list that ``/status`` shows.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..store.nodes import NodeStore
+
+
+class Membership:
+    log = Logger()
+
+    def __init__(self, nodes: NodeStore, manager, clock, *, heartbeat_interval: float, lease_seconds: float,
+                 resumable_stages=()):
+        self._nodes = nodes
+        self._manager = manager
+        self._clock = clock
+        self._interval = heartbeat_interval
+        self._lease = lease_seconds
+        self._resumable = resumable_stages
+        self._loop: Optional[LoopingCall] = None
+        self._beating: Optional[Deferred] = None
+        self.known: list = []  # [(Node, running_jobs)] as of the last heartbeat
+        self.name = nodes.me.name
+
+    async def start(self) -> None:
+        """Take this node's name (refused while another live daemon holds it)."""
+        await self._nodes.register(self._clock.seconds(), self._lease)
+        self.known = await self._nodes.nodes()
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=False).addErrback(
+            lambda f: self.log.failure("the heartbeat loop stopped", f))
+
+    def _beat(self) -> Optional[Deferred]:
+        if self._beating is not None:  # the last one still waits for the database
+            return None
+        self._beating = Deferred.fromCoroutine(self.beat())
+        self._beating.addErrback(lambda f: self.log.warn("heartbeat: {error}", error=f.getErrorMessage()))
+        self._beating.addBoth(lambda _: setattr(self, "_beating", None))
+        return None
+
+    async def beat(self) -> None:
+        now = self._clock.seconds()
+        if not await self._nodes.heartbeat(now):
+            self.log.error("another daemon has taken node_name {name}: this one stops taking jobs", name=self.name)
+            self._manager.pause("another daemon has taken this node's name")
+        running = self._manager.running_ids()
+        if running:
+            mine = await self._nodes.still_mine(running)
+            lost = [job_id for job_id in running if job_id not in mine]
+            if lost:
+                self._manager.lose(lost)
+        settled = await self._nodes.take_over(now, self._lease, self._resumable)
+        if settled:
+            self._manager.took_over(settled)
+        await self._manager.refresh_counts()
+        self.known = await self._nodes.nodes()
+
+    async def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._beating is not None:
+            await self._beating
+        try:
+            await self._nodes.leave(self._clock.seconds())
+        except Exception as e:
+            self.log.warn("could not mark node {name} stopped: {error}", name=self.name, error=str(e))
