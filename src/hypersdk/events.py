@@ -7,7 +7,7 @@ publisher or the other subscribers.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -30,6 +30,7 @@ class Event:
     type: str
     timestamp: float
     subject: Any  # a jobs.model.Job for job events, a schedules.model.ScheduleEvent for schedule events
+    origin: Optional[str] = None  # the node it happened on, when another one (cluster.events)
 
 
 class EventBus:
@@ -38,8 +39,11 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[Callable[[Event], None]] = []
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` for every event; returns the unsubscribe function."""
+    def subscribe(self, callback: Callable[[Event], None], *, local_only: bool = False) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event (``local_only``: those of this node); returns the
+        unsubscribe function."""
+        if local_only:
+            callback = _local(callback)
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
 
@@ -49,3 +53,11 @@ class EventBus:
                 callback(event)
             except Exception:
                 self.log.failure("event subscriber failed on {event_type}", event_type=event.type)
+
+
+def _local(callback: Callable[[Event], None]) -> Callable[[Event], None]:
+    def on_local(event: Event) -> None:
+        if event.origin is None:
+            callback(event)
+
+    return on_local

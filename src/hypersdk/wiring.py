@@ -27,6 +27,7 @@ from .config import Config, metrics_listen, read_secret, read_token
 from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
+from .cluster.events import EventBridge
 from .cluster.membership import Membership
 from .jobs.manager import RESUMABLE_STAGES, JobManager
 from .logs import build_observer
@@ -85,7 +86,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     metrics_listener = None
     on_request = None
     if metrics is not None:
-        bus.subscribe(metrics.on_event)
+        bus.subscribe(metrics.on_event, local_only=True)  # per node; the job counts are the cluster's
         metrics.watch(job_counts=manager.counts, workers_active=lambda: manager.status()["active_workers"],
                       websocket_clients=lambda: len(feed.clients), webhook_counts=webhooks.counts,
                       schedule_stats=scheduler.stats)
@@ -116,7 +117,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         scheduler=scheduler,
         webhooks=webhooks,
         log_observer=build_observer(config.log),
-        workers=(vsphere, pipeline),
+        workers=(vsphere, pipeline, *event_bridge(engine, reactor, bus, store, membership)),
         feed=feed,
         metrics_listener=metrics_listener,
         notifier=notifier,
@@ -135,6 +136,14 @@ def store_engine(config: Config, reactor, cwd: str):
         return engine, os.path.join(cwd, database.key_file)
     path = os.path.join(cwd, database.path)
     return SQLiteEngine(path, ThreadRunner(reactor, name="sqlite")), path + ".key"
+
+
+def event_bridge(engine, reactor, bus: EventBus, store: JobStore, membership: Membership) -> list:
+    """With PostgreSQL, the events of every node on every node's bus (none to bridge with SQLite)."""
+    if engine.dialect != "postgresql":
+        return []
+    return [EventBridge(bus, engine.channel(reactor, EVENTS_CHANNEL), store.node, reactor, read_job=store.get,
+                        recount=lambda: Deferred.fromCoroutine(membership.refresh()))]
 
 
 def vm_finder(vsphere: VSphere):
@@ -172,6 +181,7 @@ def request_observer(metrics: Metrics, template):
     return observe
 
 
+EVENTS_CHANNEL = "hypersdk_events"
 JOB_STATE_CHANGES = (events.JOB_SUBMITTED, events.JOB_STARTED, *events.JOB_ENDED)
 
 

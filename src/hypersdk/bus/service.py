@@ -127,10 +127,10 @@ class DBusService:
         obj = DaemonObject(self._manager, self._status)
         self._conn.exportObject(obj)
         await self._conn.requestBusName(NAME)
-        self._unsubscribe.append(self._bus.subscribe(obj.job_changed))
+        self._unsubscribe.append(self._bus.subscribe(obj.job_changed, local_only=True))
         if self._inhibit is not None:
             self._inhibitor = Inhibitor(self._conn, lambda: self._manager.status()["running_jobs"], **self._inhibit)
-            self._unsubscribe.append(self._bus.subscribe(self._inhibitor.on_event))
+            self._unsubscribe.append(self._bus.subscribe(self._inhibitor.on_event, local_only=True))
             self._inhibitor.jobs_running()
         self.log.info("D-Bus: {name} on the {bus} bus", name=NAME, bus=self._address)
 

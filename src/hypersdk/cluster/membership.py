@@ -63,6 +63,10 @@ class Membership:
         settled = await self._nodes.take_over(now, self._lease, self._resumable)
         if settled:
             self._manager.took_over(settled)
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the cluster's job counts and nodes again (after another node moved jobs)."""
         await self._manager.refresh_counts()
         self.known = await self._nodes.nodes()
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 
+from .channel import PgChannel
 from .engine import Db, migrations
 from .runner import ThreadRunner
 
@@ -49,6 +50,10 @@ class PostgresEngine:
             raise RuntimeError("the database is not open")
         with self._pool.connection() as conn:
             return fn(Db(conn, self.dialect, conn.transaction), *args)
+
+    def channel(self, reactor, name: str) -> PgChannel:
+        """LISTEN/NOTIFY on ``name``, over connections of its own."""
+        return PgChannel(reactor, conninfo(self._url, self._password), name)
 
     def thd_open(self) -> None:
         from psycopg.rows import dict_row

@@ -82,7 +82,7 @@ class WebhookService:
             self.log.info("webhooks: resuming {count} pending deliveries", count=resumed)
         for hook in self._hooks:
             self._wake(hook)
-        self._unsubscribe = self._bus.subscribe(self._on_event)
+        self._unsubscribe = self._bus.subscribe(self._on_event, local_only=True)  # each node sends its own
 
     def stop(self) -> None:
         """Stop sending; what is pending stays stored for the next start."""

@@ -1,0 +1,167 @@
+"""Three daemons on one PostgreSQL: one queue, one view, and a node's jobs taken over when it dies.
+
+The nodes share the database, the secrets key file and the host's file system; each has its own
+API port and node_name. Their lease is short (3 s) so that a killed node is noticed quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration import libvirtd
+from tests.integration.daemon import Daemon, wait_for
+from tests.integration.receiver import Receiver
+from tests.integration.test_live import start_ws_client
+from tests.integration.test_transfer import STREAM_RATE, Source, output_file
+from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk, destroy_vm
+from tests.postgres import PostgresServer
+
+CLUSTER = {"heartbeat_interval": "0.5s", "lease": "3s"}
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def capped():
+    with Vcsim.start(args=["-stream-rate", str(STREAM_RATE)]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def capped_si(capped):
+    from hypersdk.vsphere.connection import VCenterParams, thd_connect
+
+    return thd_connect(VCenterParams.from_url(capped.info.url, "user", "pass", insecure=True), 30)
+
+
+def start_nodes(tmp_path: Path, url: str, count: int = 3, **config) -> list[Daemon]:
+    nodes = []
+    try:
+        for i in range(1, count + 1):
+            directory = tmp_path / f"n{i}"
+            directory.mkdir()
+            nodes.append(Daemon(directory, {
+                "node_name": f"n{i}", "cluster": CLUSTER,
+                "database": {"url": url, "key_file": str(tmp_path / "shared.key")}, **config}).start())
+    except BaseException:
+        for node in nodes:
+            node.close()
+        raise
+    return nodes
+
+
+def definition(sim, vm_path: str, out: Path) -> dict:
+    return {
+        "vm_path": vm_path,
+        "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
+                   "insecure": True},
+        "destination": {"type": "kvm", "libvirt_uri": "test:///default", "output_dir": str(out)},
+        "options": {"network_mapping": {"*": "br0"}, "device_models": "source"},
+    }
+
+
+def test_thirty_jobs_submitted_to_three_nodes_each_run_once_and_every_node_sees_them_all(
+        tmp_path, postgres, sim, si):
+    names = [f"cl-{uuid.uuid4().hex[:6]}-{i}" for i in range(30)]
+    vms = [create_vm_with_disk(si, sim, tmp_path, name, 4 * MiB, [Write(0, MiB, 0x40 + i)])
+           for i, name in enumerate(names)]
+    with Receiver() as receiver:
+        nodes = start_nodes(tmp_path, postgres.new_database(), worker_count=2, metrics={"enabled": True},
+                            webhooks=[{"url": receiver.url, "events": ["job.submitted", "job.completed"]}])
+        watcher = start_ws_client(nodes[0].url, "--until-status", "none", "--seconds", "300")
+        try:
+            wait_for(lambda: nodes[0].get("/status").json().get("nodes", []) and
+                     len(nodes[0].get("/status").json()["nodes"]) == 3, 10, "three nodes")
+            out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+            job_ids = [nodes[i % 3].submit(definition(sim, vm, out)) for i, vm in enumerate(vms)]
+            for job_id in job_ids:
+                job = nodes[2].wait_finished(job_id, 180)
+                assert job["status"] == "completed", (job["node"], job["error"])
+            jobs = [nodes[1].job(job_id) for job_id in job_ids]
+            # each ran once: one "started" line each, on one node
+            assert all([h["message"] for h in job["history"]].count("started") == 1 for job in jobs)
+            ran_on = Counter(job["node"] for job in jobs)
+            print(f"\njobs per node: {dict(sorted(ran_on.items()))}")
+            assert set(ran_on) == {"n1", "n2", "n3"}
+            for job, name in zip(jobs, names):
+                assert Path(out / f"{name}-disk1.qcow2").exists() and job["result"]["verified"] is True
+
+            status = nodes[2].get("/status").json()
+            assert (status["total_jobs"], status["completed_jobs"], status["node"]) == (30, 30, "n3")
+
+            def nodes_idle():  # as of each node's last heartbeat
+                listed = nodes[2].get("/status").json()["nodes"]
+                return sorted((n["name"], n["state"], n["running_jobs"]) for n in listed) == [
+                    ("n1", "up", 0), ("n2", "up", 0), ("n3", "up", 0)]
+            wait_for(nodes_idle, 5, "/status to list three idle nodes")
+            metrics = nodes[1].get("/metrics").text
+            assert 'hypersdk_jobs_total{status="completed"} 30.0' in metrics
+
+            # the WebSocket client on n1 saw every job complete, wherever it ran
+            completed = set()
+
+            def ws_completed():
+                while select.select([watcher.stdout], [], [], 0)[0]:
+                    line = watcher.stdout.readline()
+                    if not line:
+                        break
+                    message = json.loads(line)
+                    if message["type"] == "job_update" and message["data"]["status"] == "completed":
+                        completed.add(message["data"]["id"])
+                return completed >= set(job_ids)
+            wait_for(ws_completed, 20, "the WebSocket client on n1 to see every job complete")
+
+            # the webhook got each job's events once, from the node where each happened
+            def delivered():
+                events = Counter((r["body"]["event"], r["body"]["data"]["id"]) for r in receiver.received)
+                return all(events[(e, j)] >= 1 for e in ("job.submitted", "job.completed") for j in job_ids)
+            wait_for(delivered, 30, "every job's webhook events")
+            events = Counter((r["body"]["event"], r["body"]["data"]["id"]) for r in receiver.received)
+            assert set(events.values()) == {1}, [k for k, v in events.items() if v > 1]
+        finally:
+            watcher.kill()
+            for node in nodes:
+                node.close()
+            for name in names:
+                destroy_vm(si.RetrieveContent().searchIndex.FindByInventoryPath(f"DC0/vm/{name}"))
+
+
+def test_a_killed_node_s_copy_finishes_on_another_node_and_the_node_may_come_back(
+        tmp_path, postgres, capped, capped_si):
+    size = 512 * MiB
+    source = Source(capped_si, capped, tmp_path, size)
+    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    try:
+        job_id = nodes[0].submit(source.definition(capped, str(out)))
+        job = nodes[1].wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 0.3 * size, 120, "30 % copied")
+        victim = next(node for node in nodes if node.config["node_name"] == job["node"])
+        survivor = next(node for node in nodes if node is not victim)
+        victim.kill()
+        job = survivor.wait_finished(job_id, 240)
+        assert job["status"] == "completed", job["error"]
+        assert job["node"] == survivor.config["node_name"]
+        assert source.copied_to(output_file(out, source.name))
+        messages = [h["message"] for h in job["history"]]
+        lost = [m for m in messages if m.startswith(f"node {victim.config['node_name']} was lost")]
+        assert lost and lost[0].endswith("resuming from its checkpoints on another node"), messages
+        assert job["progress"]["resumed_at_bytes"] >= 0.25 * size
+        victim.start()  # killed on this host: it need not wait for its old lease to take its name back
+        status = victim.get("/status").json()
+        assert {n["name"]: n["state"] for n in status["nodes"]}[victim.config["node_name"]] == "up"
+        assert victim.job(job_id)["status"] == "completed"
+    finally:
+        for node in nodes:
+            node.close()
+        destroy_vm(source.vm)
