@@ -56,6 +56,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     engine, key_path = store_engine(config, reactor, cwd)
     store = JobStore(engine, key_path=key_path, node=this_node(config.node_name or socket.gethostname()))
     bus = EventBus()
+    bridge = event_bridge(engine, reactor, bus, store)  # None: one node (SQLite)
+    announce = bridge.announce if bridge is not None else (lambda topic: None)
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
@@ -65,12 +67,17 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     client = webhook_client(reactor, resolver(reactor),
                             deny_private_networks=config.webhook_settings.deny_private_networks)
     webhooks = WebhookService(
-        WebhookStore(store, keep=config.webhook_settings.keep_deliveries), client, reactor, bus,
+        WebhookStore(store, keep=config.webhook_settings.keep_deliveries, on_change=lambda: announce("webhooks")),
+        client, reactor, bus,
         config_hooks=config_webhooks(config), queue_size=config.webhook_settings.queue_size, version=__version__,
     )
-    scheduler = Scheduler(ScheduleStore(store), manager, reactor, bus, vm_finder(vsphere), context)
+    scheduler = Scheduler(ScheduleStore(store, on_change=lambda: announce("schedules")), manager, reactor, bus,
+                          vm_finder(vsphere), context)
     membership = Membership(NodeStore(store), manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
-                            lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES)
+                            lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES, webhooks=webhooks,
+                            scheduler=scheduler)
+    if bridge is not None:
+        bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload})
     status = StatusAPI(manager, store, reactor, started_at=reactor.seconds(), membership=membership)
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,
@@ -117,7 +124,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         scheduler=scheduler,
         webhooks=webhooks,
         log_observer=build_observer(config.log),
-        workers=(vsphere, pipeline, *event_bridge(engine, reactor, bus, store, membership)),
+        workers=(vsphere, pipeline, *([bridge] if bridge is not None else [])),
         feed=feed,
         metrics_listener=metrics_listener,
         notifier=notifier,
@@ -138,12 +145,11 @@ def store_engine(config: Config, reactor, cwd: str):
     return SQLiteEngine(path, ThreadRunner(reactor, name="sqlite")), path + ".key"
 
 
-def event_bridge(engine, reactor, bus: EventBus, store: JobStore, membership: Membership) -> list:
-    """With PostgreSQL, the events of every node on every node's bus (none to bridge with SQLite)."""
+def event_bridge(engine, reactor, bus: EventBus, store: JobStore) -> Optional[EventBridge]:
+    """With PostgreSQL, the events of every node on every node's bus (None with SQLite: one node)."""
     if engine.dialect != "postgresql":
-        return []
-    return [EventBridge(bus, engine.channel(reactor, EVENTS_CHANNEL), store.node, reactor, read_job=store.get,
-                        recount=lambda: Deferred.fromCoroutine(membership.refresh()))]
+        return None
+    return EventBridge(bus, engine.channel(reactor, EVENTS_CHANNEL), store.node, reactor, read_job=store.get)
 
 
 def vm_finder(vsphere: VSphere):

@@ -9,10 +9,10 @@ one message is sent by id and read back from the store.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from attrs import asdict, evolve
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .. import events
@@ -54,17 +54,28 @@ def decode_subject(message: dict) -> Any:
 class EventBridge:
     log = Logger()
 
-    def __init__(self, bus: EventBus, channel, me: NodeId, clock, *, read_job: Callable[[str], Deferred],
-                 recount: Callable[[], Deferred]):
+    def __init__(self, bus: EventBus, channel, me: NodeId, clock, *, read_job: Callable[[str], Deferred]):
         self._bus = bus
         self._channel = channel
         self._me = me
         self._clock = clock
         self._read_job = read_job
-        self._recount = recount
+        self._recount: Callable[[], Awaitable] = lambda: succeed(None)
+        self._reloads: dict[str, Callable[[], Awaitable]] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._recount_call = None
         self._send_failing = False
+
+    def follow(self, recount: Callable[[], Awaitable], reloads: dict[str, Callable[[], Awaitable]]) -> None:
+        """``recount()`` after other nodes moved jobs; ``reloads[topic]()`` when another node announces
+        that what ``topic`` names changed."""
+        self._recount = recount
+        self._reloads = reloads
+
+    def announce(self, topic: str) -> None:
+        """Tell the other nodes that what ``topic`` names changed in the database."""
+        message = {"instance": self._me.instance, "node": self._me.name, "changed": topic}
+        self._channel.send(json.dumps(message)).addCallbacks(self._sent, self._send_failed)
 
     def start(self) -> None:
         self._channel.start(self._received, on_reconnect=self._schedule_recount)
@@ -96,6 +107,9 @@ class EventBridge:
             message = json.loads(payload)
             if message["instance"] == self._me.instance:
                 return
+            if "changed" in message:
+                self._reload(message["changed"])
+                return
             subject = decode_subject(message)
         except (ValueError, KeyError, TypeError) as e:
             self.log.warn("ignoring a malformed message from another node: {error}", error=str(e))
@@ -113,9 +127,20 @@ class EventBridge:
         if message["type"] in _STATE_CHANGES:
             self._schedule_recount()
 
+    def _reload(self, topic: str) -> None:
+        reload = self._reloads.get(topic)
+        if reload is not None:
+            Deferred.fromCoroutine(_awaited(reload())).addErrback(
+                lambda f: self.log.warn("reloading {topic}: {error}", topic=topic, error=f.getErrorMessage()))
+
     def _schedule_recount(self) -> None:
         if self._recount_call is None or not self._recount_call.active():
             self._recount_call = self._clock.callLater(RECOUNT_DELAY, self._run_recount)
 
     def _run_recount(self) -> None:
-        self._recount().addErrback(lambda f: self.log.warn("recounting jobs: {error}", error=f.getErrorMessage()))
+        Deferred.fromCoroutine(_awaited(self._recount())).addErrback(
+            lambda f: self.log.warn("recounting jobs: {error}", error=f.getErrorMessage()))
+
+
+async def _awaited(awaitable: Awaitable) -> None:
+    await awaitable

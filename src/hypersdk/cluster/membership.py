@@ -20,9 +20,11 @@ class Membership:
     log = Logger()
 
     def __init__(self, nodes: NodeStore, manager, clock, *, heartbeat_interval: float, lease_seconds: float,
-                 resumable_stages=()):
+                 resumable_stages=(), webhooks=None, scheduler=None):
         self._nodes = nodes
         self._manager = manager
+        self._webhooks = webhooks  # sends the pending deliveries it adopts from lost nodes
+        self._scheduler = scheduler  # follows the schedule runs it adopts
         self._clock = clock
         self._interval = heartbeat_interval
         self._lease = lease_seconds
@@ -60,9 +62,15 @@ class Membership:
             lost = [job_id for job_id in running if job_id not in mine]
             if lost:
                 self._manager.lose(lost)
-        settled = await self._nodes.take_over(now, self._lease, self._resumable)
+        settled, adopted = await self._nodes.take_over(now, self._lease, self._resumable)
         if settled:
             self._manager.took_over(settled)
+        if adopted:
+            self.log.info("adopted {count} webhook deliveries and schedule runs of a lost node", count=adopted)
+            if self._webhooks is not None:
+                await self._webhooks.resume_pending()
+            if self._scheduler is not None:
+                await self._scheduler.resume_open_runs()
         await self.refresh()
 
     async def refresh(self) -> None:

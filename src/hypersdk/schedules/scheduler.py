@@ -69,21 +69,37 @@ class Scheduler:
         """Load schedules, follow runs left unfinished, make up for runs missed while down, arm the timer."""
         self._unsubscribe = self._bus.subscribe(self._on_event)
         self._schedules = {s.id: s for s in await self._store.load()}
-        for run in await self._store.open_runs():
-            await self._resume(run)
+        await self.resume_open_runs()
         now = self._clock.seconds()
         for s in list(self._schedules.values()):
             if not s.enabled:
                 continue
             missed = s.next_run is not None and s.next_run <= now
-            s = self._change(s.id, next_run=_next_run(s, now))
-            await self._store.save(s)
+            next_run = _next_run(s, now)
+            if missed and not await self._store.claim_due(s.id, s.next_run, next_run):
+                continue  # another node (running, or starting with this one) has it
+            if next_run != s.next_run:
+                s = self._change(s.id, next_run=next_run)
+                await self._store.save(s)
             if missed and s.missed_runs == CATCH_UP:
                 self.log.info("schedule {schedule_id} missed a run while the daemon was down: running it now",
                               schedule_id=s.id)
                 self._launch(s.id, BY_CATCH_UP)
             elif missed:
                 await self._record_skip(s.id, BY_CATCH_UP, "missed while the daemon was down (missed_runs: skip)")
+        self._arm()
+
+    async def resume_open_runs(self) -> None:
+        """Follow the unfinished runs of this node not followed yet (after a restart, or adopted from a
+        lost node)."""
+        followed = {active.run.id for active in self._active.values()}
+        for run in await self._store.open_runs():
+            if run.id not in followed:
+                await self._resume(run)
+
+    async def reload(self) -> None:
+        """Another node changed the schedules: take the stored ones (what this node runs stays)."""
+        self._schedules = {s.id: s for s in await self._store.load()}
         self._arm()
 
     def stop(self) -> None:
@@ -217,12 +233,20 @@ class Scheduler:
             if s.enabled and s.next_run is not None and s.next_run <= now:
                 # From now, not from the due time: a late timer makes one run, not a burst.
                 self._change(s.id, next_run=_next_run(s, now))
-                self._launch(s.id, BY_CRON)
+                self._launch(s.id, BY_CRON, due=s.next_run)
         self._arm()
 
-    def _launch(self, schedule_id: str, trigger: str) -> None:
-        d = Deferred.fromCoroutine(self._run(schedule_id, trigger))
+    def _launch(self, schedule_id: str, trigger: str, due: Optional[float] = None) -> None:
+        """Run, once the store says this node is the one to (``due``: the time a timer fired for)."""
+        d = Deferred.fromCoroutine(self._run_if_claimed(schedule_id, trigger, due))
         d.addErrback(lambda f: self.log.failure("schedule {schedule_id}: run failed", f, schedule_id=schedule_id))
+
+    async def _run_if_claimed(self, schedule_id: str, trigger: str, due: Optional[float]) -> None:
+        if due is not None and schedule_id in self._schedules:
+            if not await self._store.claim_due(schedule_id, due, self._schedules[schedule_id].next_run):
+                return  # another node runs it
+        if schedule_id in self._schedules:
+            await self._run(schedule_id, trigger)
 
     # -- runs ------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from ..errors import Conflict
 from ..jobs.model import FAILED, RUNNING, Job
 from .engine import Db
 from .jobs import JOB_COLUMNS, JobStore, add_history, job_from_row, requeue_job
+from .schedules import thd_adopt_runs
+from .webhooks import thd_adopt_deliveries
 
 # Row locks: PostgreSQL nodes checking one another at once each take a different lost node.
 _LOCK = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
@@ -46,7 +48,8 @@ class NodeStore:
 
     def take_over(self, now: float, lease_seconds: float, resumable_stages: Sequence[str],
                   reachable: Callable[[str], bool] = os.path.exists):
-        """Mark nodes whose lease expired as lost and settle their running jobs: [(Job, requeued)]."""
+        """Mark nodes whose lease expired as lost, settle their running jobs and adopt their pending
+        webhook deliveries and unfinished schedule runs: ([(Job, requeued)], how many adopted)."""
         return self._with_db(_thd_take_over, self.me, now, lease_seconds, tuple(resumable_stages), reachable)
 
 
@@ -105,8 +108,9 @@ def _thd_still_mine(db: Db, box, me: NodeId, job_ids: list[str]) -> set[str]:
 
 
 def _thd_take_over(db: Db, box, me: NodeId, now: float, lease_seconds: float, resumable: tuple[str, ...],
-                   reachable: Callable[[str], bool]) -> list[tuple[Job, bool]]:
+                   reachable: Callable[[str], bool]) -> tuple[list[tuple[Job, bool]], int]:
     settled: list[tuple[Job, bool]] = []
+    adopted = 0
     with db.transaction():
         candidates = db.all(f"SELECT * FROM nodes WHERE state = '{UP}' AND name != ? AND last_heartbeat < ?"
                             f"{_LOCK[db.dialect]}", (me.name, now - lease_seconds))
@@ -117,7 +121,8 @@ def _thd_take_over(db: Db, box, me: NodeId, now: float, lease_seconds: float, re
             for row in db.all(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND owner = ?",
                               (RUNNING, lost.instance)):
                 settled.append(_settle(db, job_from_row(row), lost, now, resumable, reachable))
-    return settled
+            adopted += thd_adopt_deliveries(db, lost.name, me.name) + thd_adopt_runs(db, lost.name, me.name)
+    return settled, adopted
 
 
 def _settle(db: Db, job: Job, lost: Node, now: float, resumable, reachable) -> tuple[Job, bool]:

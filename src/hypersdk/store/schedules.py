@@ -7,7 +7,7 @@ these functions run on the store's thread via ``JobStore.run_with_db``.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Callable, Optional
 
 from attrs import evolve
 
@@ -24,34 +24,52 @@ _STATE_COLUMNS = ("enabled", "updated_at", "last_run", "next_run", "run_count", 
 
 
 class ScheduleStore:
-    def __init__(self, store: JobStore):
+    def __init__(self, store: JobStore, on_change: Callable[[], None] = lambda: None):
+        """``on_change``: called after each write (the other nodes reload the schedules)."""
         self._with_db = store.run_with_db
+        self._node = store.node.name
+        self._on_change = on_change
+
+    def _write(self, fn, *args):
+        return self._with_db(fn, *args).addCallback(self._changed)
+
+    def _changed(self, result):
+        self._on_change()
+        return result
 
     def load(self):
         return self._with_db(_thd_load)
 
     def insert(self, schedule: Schedule, secrets: dict[str, str]):
-        return self._with_db(_thd_insert, schedule, secrets)
+        return self._write(_thd_insert, schedule, secrets)
 
     def save(self, schedule: Schedule, secrets: Optional[dict[str, str]] = None):
         """Write every field of ``schedule`` (and its secrets when given)."""
-        return self._with_db(_thd_save, schedule, secrets)
+        return self._write(_thd_save, schedule, secrets)
 
     def delete(self, schedule_id: str):
-        return self._with_db(lambda db, box: _in_transaction(db, "DELETE FROM schedules WHERE id = ?", schedule_id))
+        return self._write(lambda db, box: _in_transaction(db, "DELETE FROM schedules WHERE id = ?", schedule_id))
+
+    def claim_due(self, schedule_id: str, due: float, next_run: Optional[float]):
+        """Move a schedule's next_run from ``due`` on to ``next_run``: True for the one node that does,
+        and so runs it (every node's timer fires for it)."""
+        return self._with_db(lambda db, box: _in_transaction(
+            db, "UPDATE schedules SET next_run = ? WHERE id = ? AND next_run = ?", next_run, schedule_id, due) == 1)
 
     def secrets(self, schedule_id: str):
         return self._with_db(_thd_secrets, schedule_id)
 
     def record_run(self, run: ScheduleRun, schedule: Schedule):
         """Insert or update ``run`` together with its schedule's counters; returns the run with its id."""
-        return self._with_db(_thd_record_run, run, schedule)
+        return self._write(_thd_record_run, run, schedule, self._node)
 
     def runs(self, schedule_id: str, limit: int = 20):
         return self._with_db(_thd_runs, "WHERE schedule_id = ? ORDER BY id DESC LIMIT ?", (schedule_id, limit))
 
     def open_runs(self):
-        return self._with_db(_thd_runs, "WHERE outcome = ? ORDER BY id", (RUNNING,))
+        """The unfinished runs this node follows."""
+        return self._with_db(_thd_runs, "WHERE outcome = ? AND (node = ? OR node IS NULL) ORDER BY id",
+                             (RUNNING, self._node))
 
 
 def _thd_load(db: Db, box: SecretBox) -> list[Schedule]:
@@ -94,13 +112,13 @@ def _thd_secrets(db: Db, box: SecretBox, schedule_id: str) -> dict[str, str]:
     return {} if row is None else box.open(row["secrets"])
 
 
-def _thd_record_run(db: Db, box: SecretBox, run: ScheduleRun, schedule: Schedule) -> ScheduleRun:
+def _thd_record_run(db: Db, box: SecretBox, run: ScheduleRun, schedule: Schedule, node: str) -> ScheduleRun:
     values = (run.trigger, run.started_at, run.finished_at, run.outcome, json.dumps(list(run.job_ids)), run.reason)
     with db.transaction():
         if run.id is None:
             run_id = db.one("INSERT INTO schedule_runs (schedule_id, trigger, started_at, finished_at, outcome,"
-                            " job_ids, reason) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                            (run.schedule_id,) + values)["id"]
+                            " job_ids, reason, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                            (run.schedule_id,) + values + (node,))["id"]
             db.execute(  # keep this schedule's newest KEEP_RUNS ended runs, and any still running
                 "DELETE FROM schedule_runs WHERE schedule_id = ? AND outcome != ? AND id NOT IN"
                 " (SELECT id FROM schedule_runs WHERE schedule_id = ? ORDER BY id DESC LIMIT ?)",
@@ -111,6 +129,12 @@ def _thd_record_run(db: Db, box: SecretBox, run: ScheduleRun, schedule: Schedule
                        " job_ids = ?, reason = ? WHERE id = ?", values + (run_id,))
         _update(db, schedule)
     return evolve(run, id=run_id)
+
+
+def thd_adopt_runs(db: Db, lost_node: str, node: str) -> int:
+    """A lost node's unfinished schedule runs become ``node``'s to follow; how many."""
+    return db.execute("UPDATE schedule_runs SET node = ? WHERE node = ? AND outcome = ?",
+                      (node, lost_node, RUNNING)).rowcount
 
 
 def _thd_runs(db: Db, box: SecretBox, where: str, args: tuple) -> list[ScheduleRun]:

@@ -8,6 +8,7 @@ last ``keep`` per webhook are kept.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from ..webhooks.model import API, PENDING, Attempt, Delivery, Webhook
 from .secretbox import SecretBox
@@ -16,29 +17,36 @@ from .jobs import JobStore
 
 
 class WebhookStore:
-    def __init__(self, store: JobStore, keep: int = 50):
+    def __init__(self, store: JobStore, keep: int = 50, on_change: Callable[[], None] = lambda: None):
+        """``on_change``: called once the set of webhooks changed (the other nodes reload it)."""
         self._with_db = store.run_with_db
         self._keep = keep
+        self._node = store.node.name
+        self._on_change = on_change
 
     def load_webhooks(self):
         return self._with_db(_thd_load_webhooks)
 
     def add_webhook(self, hook: Webhook):
-        return self._with_db(_thd_add_webhook, hook)
+        return self._with_db(_thd_add_webhook, hook).addCallback(self._changed)
 
     def delete_webhook(self, key: str):
         """Remove an API webhook and its deliveries."""
-        return self._with_db(_thd_delete_webhook, key)
+        return self._with_db(_thd_delete_webhook, key).addCallback(self._changed)
+
+    def _changed(self, result):
+        self._on_change()
+        return result
 
     def pending(self):
-        """Every pending delivery, oldest first."""
-        return self._with_db(_thd_deliveries, "WHERE state = ? ORDER BY seq", (PENDING,))
+        """This node's pending deliveries, oldest first."""
+        return self._with_db(_thd_deliveries, f"WHERE state = ? AND {_MINE} ORDER BY seq", (PENDING, self._node))
 
     def recent(self, hook_key: str, limit: int):
         return self._with_db(_thd_deliveries, "WHERE hook_key = ? ORDER BY seq DESC LIMIT ?", (hook_key, limit))
 
     def add(self, delivery: Delivery):
-        return self._with_db(_thd_add, delivery)
+        return self._with_db(_thd_add, delivery, self._node)
 
     def update(self, delivery: Delivery, now: float):
         """Store the attempts and state; an ended delivery prunes its webhook's history to ``keep``."""
@@ -46,7 +54,11 @@ class WebhookStore:
 
     def drop_unknown(self, keys: list[str], now: float):
         """Mark pending deliveries of webhooks no longer configured as dropped; returns how many."""
-        return self._with_db(_thd_drop_unknown, keys, now)
+        return self._with_db(_thd_drop_unknown, keys, now, self._node)
+
+
+# A node sends its own deliveries (those from before nodes had names too).
+_MINE = "(node = ? OR node IS NULL)"
 
 
 def _thd_load_webhooks(db: Db, box: SecretBox) -> list[Webhook]:
@@ -77,11 +89,11 @@ def _thd_delete_webhook(db: Db, box: SecretBox, key: str) -> None:
         db.execute("DELETE FROM webhook_deliveries WHERE hook_key = ?", (key,))
 
 
-def _thd_add(db: Db, box: SecretBox, d: Delivery) -> None:
+def _thd_add(db: Db, box: SecretBox, d: Delivery, node: str) -> None:
     with db.transaction():
-        db.execute("INSERT INTO webhook_deliveries (id, hook_key, event, body, state, attempts, created_at, updated_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (d.id, d.hook_key, d.event, d.body, d.state, _attempts(d), d.created_at, d.created_at))
+        db.execute("INSERT INTO webhook_deliveries (id, hook_key, event, body, state, attempts, created_at, updated_at,"
+                   " node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (d.id, d.hook_key, d.event, d.body, d.state, _attempts(d), d.created_at, d.created_at, node))
 
 
 def _thd_update(db: Db, box: SecretBox, d: Delivery, now: float, keep: int) -> None:
@@ -95,11 +107,17 @@ def _thd_update(db: Db, box: SecretBox, d: Delivery, now: float, keep: int) -> N
                 (d.hook_key, PENDING, d.hook_key, PENDING, keep))
 
 
-def _thd_drop_unknown(db: Db, box: SecretBox, keys: list[str], now: float) -> int:
+def _thd_drop_unknown(db: Db, box: SecretBox, keys: list[str], now: float, node: str) -> int:
     known = f" AND hook_key NOT IN ({', '.join('?' * len(keys))})" if keys else ""  # (PostgreSQL: no empty IN)
     with db.transaction():
         return db.execute(f"UPDATE webhook_deliveries SET state = 'dropped', updated_at = ?"
-                          f" WHERE state = ?{known}", (now, PENDING, *keys)).rowcount
+                          f" WHERE state = ? AND {_MINE}{known}", (now, PENDING, node, *keys)).rowcount
+
+
+def thd_adopt_deliveries(db: Db, lost_node: str, node: str) -> int:
+    """A lost node's pending deliveries become ``node``'s to send; how many."""
+    return db.execute("UPDATE webhook_deliveries SET node = ? WHERE node = ? AND state = ?",
+                      (node, lost_node, PENDING)).rowcount
 
 
 def _thd_deliveries(db: Db, box: SecretBox, where: str, args: tuple) -> list[Delivery]:

@@ -70,19 +70,37 @@ class WebhookService:
         """Load API webhooks, resume pending deliveries, then follow the bus."""
         hooks = self._config_hooks + await self._store.load_webhooks()
         self._hooks = [_Hook(h) for h in hooks]
-        by_key = {h.webhook.key: h for h in self._hooks}
-        dropped = await self._store.drop_unknown(list(by_key), self._clock.seconds())
+        dropped = await self._store.drop_unknown([h.key for h in hooks], self._clock.seconds())
         if dropped:
             self.log.warn("webhooks: dropped {count} pending deliveries of webhooks no longer configured",
                           count=dropped)
-        for delivery in await self._store.pending():
-            by_key[delivery.hook_key].queue.append(delivery)
-        resumed = sum(len(h.queue) for h in self._hooks)
+        resumed = await self.resume_pending()
         if resumed:
             self.log.info("webhooks: resuming {count} pending deliveries", count=resumed)
+        self._unsubscribe = self._bus.subscribe(self._on_event, local_only=True)  # each node sends its own
+
+    async def resume_pending(self) -> int:
+        """Queue this node's stored pending deliveries not queued yet (at start, and those adopted from a
+        lost node); how many."""
+        by_key = {h.webhook.key: h for h in self._hooks}
+        queued = {d.id for h in self._hooks for d in h.queue}
+        added = 0
+        for delivery in await self._store.pending():
+            hook = by_key.get(delivery.hook_key)
+            if hook is not None and delivery.id not in queued:
+                hook.queue.append(delivery)
+                added += 1
         for hook in self._hooks:
             self._wake(hook)
-        self._unsubscribe = self._bus.subscribe(self._on_event, local_only=True)  # each node sends its own
+        return added
+
+    async def reload(self) -> None:
+        """Another node added or deleted a webhook: follow the stored list."""
+        stored = {h.key: h for h in await self._store.load_webhooks()}
+        for hook in [h for h in self._hooks if h.webhook.origin == API and h.webhook.key not in stored]:
+            self._forget(hook)
+        known = {h.webhook.key for h in self._hooks}
+        self._hooks.extend(_Hook(webhook) for key, webhook in stored.items() if key not in known)
 
     def stop(self) -> None:
         """Stop sending; what is pending stays stored for the next start."""
@@ -112,14 +130,17 @@ class WebhookService:
         hook = self._at(index)
         if hook.webhook.origin != API:
             raise Conflict(f"webhook {index} is defined in the configuration file: remove it there")
+        self._forget(hook)
+        await self._store.delete_webhook(hook.webhook.key)
+        self.log.info("webhook {url} deleted", url=_safe_url(hook.webhook.url))
+        return hook.webhook
+
+    def _forget(self, hook: _Hook) -> None:
         self._hooks.remove(hook)
         hook.deleted = True  # before the cancel: a cancelled attempt must not count as a failure to retry
         hook.queue.clear()
         if hook.sender is not None:
             hook.sender.cancel()
-        await self._store.delete_webhook(hook.webhook.key)
-        self.log.info("webhook {url} deleted", url=_safe_url(hook.webhook.url))
-        return hook.webhook
 
     def recent(self, index: int, limit: int = 50):
         return self._store.recent(self._at(index).webhook.key, limit)

@@ -6,7 +6,11 @@ from hypersdk.errors import Conflict, JobLost
 from hypersdk.jobs.model import FAILED, PENDING, RUNNING, NewJob, Progress
 from hypersdk.pipeline.transfer.plan import ChunkRecord
 from hypersdk.store.jobs import this_node
+from hypersdk.schedules.model import Schedule, ScheduleRun
 from hypersdk.store.nodes import NodeStore
+from hypersdk.store.schedules import ScheduleStore
+from hypersdk.store.webhooks import WebhookStore
+from hypersdk.webhooks.model import API, Delivery, Webhook
 from tests.helpers import result_of
 from tests.stores import make_store
 
@@ -70,11 +74,21 @@ def test_a_lost_nodes_copy_with_checkpoints_is_requeued_and_its_other_jobs_fail_
         result_of(store1.save_progress(job_id, Progress(stage=stage), 102.0))
         result_of(store1.save_transfer(job_id, 0, {"target": f"/srv/{job_id}.qcow2"}))
         result_of(store1.save_chunks(job_id, 0, [ChunkRecord(0, "h0", False)]))
+    hook = Webhook(key="h1", origin=API, url="https://hooks.example.com/x", created_at=1.0)
+    result_of(WebhookStore(store1).add_webhook(hook))
+    result_of(WebhookStore(store1).add(Delivery(id="d1", hook_key="h1", event="job.started", body=b"{}",
+                                                created_at=101.0)))
+    schedule = Schedule(id="s1", name="s1", description="", cron="0 2 * * *", timezone="UTC", enabled=True,
+                        missed_runs="skip", job_template={}, created_at=1.0, updated_at=1.0)
+    result_of(ScheduleStore(store1).insert(schedule, {}))
+    result_of(ScheduleStore(store1).record_run(ScheduleRun("s1", "cron", 101.0, "running", ("copying",)), schedule))
+    assert result_of(WebhookStore(store2).pending()) == [] and result_of(ScheduleStore(store2).open_runs()) == []
+
     result_of(nodes2.heartbeat(125.0))
-    assert result_of(nodes2.take_over(125.0, LEASE, ("conversion",))) == []  # conv-1's lease runs to 130
+    assert result_of(nodes2.take_over(125.0, LEASE, ("conversion",))) == ([], 0)  # conv-1's lease runs to 130
     reachable = {"/srv/copying.qcow2", "/srv/importing.qcow2"}.__contains__
-    settled = {job.id: (job.status, requeued, job.error)
-               for job, requeued in result_of(nodes2.take_over(131.0, LEASE, ("conversion",), reachable))}
+    settled, adopted = result_of(nodes2.take_over(131.0, LEASE, ("conversion",), reachable))
+    settled = {job.id: (job.status, requeued, job.error) for job, requeued in settled}
     assert settled == {
         "copying": (PENDING, True, None),
         "importing": (FAILED, False, "node conv-1 was lost (no heartbeat for 31 s) during import"),
@@ -83,7 +97,11 @@ def test_a_lost_nodes_copy_with_checkpoints_is_requeued_and_its_other_jobs_fail_
     }
     assert result_of(db.history("copying"))[-1].message == ("node conv-1 was lost (no heartbeat for 31 s) during"
                                                             " conversion: resuming from its checkpoints on another node")
-    assert result_of(nodes2.take_over(140.0, LEASE, ("conversion",))) == []  # settled once
+    assert adopted == 2  # conv-2 now sends the delivery and follows the run
+    assert [d.id for d in result_of(WebhookStore(store2).pending())] == ["d1"]
+    assert [r.job_ids for r in result_of(ScheduleStore(store2).open_runs())] == [("copying",)]
+    assert result_of(WebhookStore(store1).pending()) == [] and result_of(ScheduleStore(store1).open_runs()) == []
+    assert result_of(nodes2.take_over(140.0, LEASE, ("conversion",))) == ([], 0)  # settled once
     assert [(n.name, n.state) for n, _ in result_of(nodes2.nodes())] == [("conv-1", "lost"), ("conv-2", "up")]
 
     # conv-1 comes back: it learns it lost its jobs, and none of its writes lands
