@@ -139,7 +139,8 @@ def store_engine(config: Config, reactor, cwd: str):
     if database.url is not None:
         password = read_secret(None, database.password_file) if database.password_file else None
         runner = ThreadRunner(reactor, name="postgresql", threads=database.connections)
-        engine = PostgresEngine(database.url, runner, password=password, connections=database.connections)
+        engine = PostgresEngine(database.url, runner, password=password, connections=database.connections,
+                                clock=reactor)
         return engine, os.path.join(cwd, database.key_file)
     path = os.path.join(cwd, database.path)
     return SQLiteEngine(path, ThreadRunner(reactor, name="sqlite")), path + ".key"

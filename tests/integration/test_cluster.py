@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import select
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from hypersdk.jobs.model import STAGES
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.receiver import Receiver
@@ -165,3 +167,49 @@ def test_a_killed_node_s_copy_finishes_on_another_node_and_the_node_may_come_bac
         for node in nodes:
             node.close()
         destroy_vm(source.vm)
+
+
+def test_postgresql_stopped_for_ten_seconds_during_copies_answers_503_and_loses_nothing(
+        tmp_path, capped, capped_si):
+    server = PostgresServer.start()  # a server of its own: this test stops it
+    sources = [Source(capped_si, capped, tmp_path, 768 * MiB) for _ in range(2)]
+    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+    nodes = start_nodes(tmp_path, server.new_database(), count=2, worker_count=1)
+    try:
+        job_ids = [node.submit(source.definition(capped, str(out))) for node, source in zip(nodes, sources)]
+        for job_id in job_ids:
+            nodes[0].wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 0.1 * j["progress"]["total_bytes"] > 0,
+                              120, "10 % copied")
+        ran_on = {job_id: nodes[0].job(job_id)["node"] for job_id in job_ids}
+        server.pause()
+        stopped = time.monotonic()
+        try:
+            answer = nodes[0].get(f"/jobs/{job_ids[0]}")
+            assert answer.status_code == 503, answer.text
+            assert "the job database (PostgreSQL) cannot be reached" in answer.json()["error"]
+            refused = nodes[1].post("/jobs/submit", sources[0].definition(capped, str(out)))
+            assert refused.status_code == 503 and "cannot be reached" in refused.json()["error"]
+            assert nodes[1].get("/status").status_code == 200  # from memory
+            time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+        finally:
+            server.resume()
+        for node in nodes:
+            wait_for(lambda: node.get("/health").status_code == 200, 15, "the nodes to see PostgreSQL again")
+        for job_id, source in zip(job_ids, sources):
+            job = nodes[1].wait_finished(job_id, 240)
+            assert job["status"] == "completed", job["error"]
+            assert job["node"] == ran_on[job_id]  # nobody took it over: every node was cut off alike
+            assert source.copied_to(output_file(out, source.name))
+            messages = [h["message"] for h in job["history"]]
+            assert messages[:2] == ["submitted", "started"] and messages.count("started") == 1, messages
+            stages = [h["stage"] for h in job["history"]]
+            assert stages == sorted(stages, key=STAGES.index), stages  # in order, each written
+            assert {"conversion", "verification", "import", "done"} <= set(stages), stages
+            assert not any("lost" in m or "interrupted" in m for m in messages), messages
+        assert all(node.log_contains("PostgreSQL is reachable again") for node in nodes)
+    finally:
+        for node in nodes:
+            node.close()
+        server.stop()
+        for source in sources:
+            destroy_vm(source.vm)

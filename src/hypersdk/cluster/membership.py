@@ -31,12 +31,17 @@ class Membership:
         self._resumable = resumable_stages
         self._loop: Optional[LoopingCall] = None
         self._beating: Optional[Deferred] = None
+        self._failing = False
         self.known: list = []  # [(Node, running_jobs)] as of the last heartbeat
+        # Since when this node's heartbeats reach the database without a break: only after a whole
+        # lease of them does it judge the others (after an outage, every node's heartbeat looks old).
+        self._connected_since: Optional[float] = None
         self.name = nodes.me.name
 
     async def start(self) -> None:
         """Take this node's name (refused while another live daemon holds it)."""
         await self._nodes.register(self._clock.seconds(), self._lease)
+        self._connected_since = self._clock.seconds()
         self.known = await self._nodes.nodes()
         self._loop = LoopingCall(self._beat)
         self._loop.clock = self._clock
@@ -47,13 +52,30 @@ class Membership:
         if self._beating is not None:  # the last one still waits for the database
             return None
         self._beating = Deferred.fromCoroutine(self.beat())
-        self._beating.addErrback(lambda f: self.log.warn("heartbeat: {error}", error=f.getErrorMessage()))
+        self._beating.addCallbacks(self._beat_ok, self._beat_failed)
         self._beating.addBoth(lambda _: setattr(self, "_beating", None))
         return None
 
+    def _beat_ok(self, _) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("heartbeats reach the database again")
+
+    def _beat_failed(self, failure) -> None:
+        if not self._failing:  # once per outage
+            self._failing = True
+            self.log.warn("heartbeat: {error}", error=failure.getErrorMessage())
+
     async def beat(self) -> None:
         now = self._clock.seconds()
-        if not await self._nodes.heartbeat(now):
+        try:
+            renewed = await self._nodes.heartbeat(now)
+        except Exception:
+            self._connected_since = None
+            raise
+        if self._connected_since is None:
+            self._connected_since = now
+        if not renewed:
             self.log.error("another daemon has taken node_name {name}: this one stops taking jobs", name=self.name)
             self._manager.pause("another daemon has taken this node's name")
         running = self._manager.running_ids()
@@ -62,6 +84,11 @@ class Membership:
             lost = [job_id for job_id in running if job_id not in mine]
             if lost:
                 self._manager.lose(lost)
+        if now - self._connected_since >= self._lease:
+            await self._take_over(now)
+        await self.refresh()
+
+    async def _take_over(self, now: float) -> None:
         settled, adopted = await self._nodes.take_over(now, self._lease, self._resumable)
         if settled:
             self._manager.took_over(settled)
@@ -71,7 +98,6 @@ class Membership:
                 await self._webhooks.resume_pending()
             if self._scheduler is not None:
                 await self._scheduler.resume_open_runs()
-        await self.refresh()
 
     async def refresh(self) -> None:
         """Read the cluster's job counts and nodes again (after another node moved jobs)."""

@@ -49,6 +49,8 @@ class _Run:
     deferred: Optional[Deferred] = None
     cancel_reason: Optional[str] = None  # "user" or "shutdown"
     finishing: bool = False  # the outcome is being stored: too late to cancel
+    unsaved: Optional[tuple] = None  # (progress, at) not stored yet
+    saving: bool = False  # a progress write is under way
     waiters: list = field(factory=list)
 
     def when_done(self) -> Deferred:
@@ -373,10 +375,25 @@ class JobManager:
     def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:
         now = self._clock.seconds()
         run.job = evolve(run.job, progress=progress, updated_at=now)
-        self._store.save_progress(run.job.id, progress, now, note).addErrback(
-            lambda f: self.log.failure("could not store progress of job {job_id}", f, job_id=run.job.id)
-        )
+        if note:  # a history line: each is stored (through an outage of the database too)
+            self._store_progress(run, progress, now, note)
+        else:  # the figures alone: one write at a time per job, the latest figures next
+            run.unsaved = (progress, now)
+            if not run.saving:
+                self._save_latest(run)
         self._publish(events.JOB_PROGRESS, run.job)
+
+    def _store_progress(self, run: _Run, progress: Progress, now: float, note: Optional[str]) -> Deferred:
+        return self._store.save_progress(run.job.id, progress, now, note).addErrback(
+            lambda f: self.log.failure("could not store progress of job {job_id}", f, job_id=run.job.id))
+
+    def _save_latest(self, run: _Run) -> None:
+        if run.unsaved is None:
+            run.saving = False
+            return
+        (progress, now), run.unsaved = run.unsaved, None
+        run.saving = True
+        self._store_progress(run, progress, now, None).addBoth(lambda _: self._save_latest(run))
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -84,6 +84,8 @@ class SQLiteEngine:
         """``fn(db, *args)`` on the store's thread."""
         return self._runner.run(lambda: fn(self.db, *args))
 
+    run_durable = run  # one file on this host: no outage to wait through
+
     @property
     def db(self) -> Db:
         if self._db is None:

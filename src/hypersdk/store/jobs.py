@@ -1,7 +1,8 @@
 """The job store: jobs, their history and their transfer checkpoints, on either engine.
 
 Every method hands a ``thd_*`` function to the engine, which runs it with a connection on its own
-thread(s), never the reactor's. State changes are conditional (``WHERE status IN (...)``), so a
+thread(s), never the reactor's. What a running job writes and reads goes through ``run_durable``:
+while PostgreSQL cannot be reached it waits for it, so the job goes on and nothing it wrote is lost. State changes are conditional (``WHERE status IN (...)``), so a
 terminal status is never overwritten. The secrets of jobs are sealed with a key kept in a file
 beside the database (or named by the configuration), never in it.
 """
@@ -127,7 +128,7 @@ class JobStore:
             return job
 
     def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str] = None):
-        return self._engine.run(self._thd_save_progress, job_id, progress, now, note)
+        return self._engine.run_durable(self._thd_save_progress, job_id, progress, now, note)
 
     def _thd_save_progress(self, db: Db, job_id, progress, now, note) -> bool:
         with db.transaction():
@@ -140,7 +141,7 @@ class JobStore:
             return bool(changed)
 
     def finish(self, job_id, status, now, *, from_statuses, error=None, result=None, progress=None):
-        return self._engine.run(self._thd_finish, job_id, status, now, tuple(from_statuses), error, result, progress)
+        return self._engine.run_durable(self._thd_finish, job_id, status, now, tuple(from_statuses), error, result, progress)
 
     def _thd_finish(self, db: Db, job_id, status, now, from_statuses, error, result, progress) -> Optional[Job]:
         marks = ",".join("?" * len(from_statuses))
@@ -201,7 +202,7 @@ class JobStore:
             return requeued, failed
 
     def requeue(self, job_id: str, now: float, from_statuses: Sequence[str], note: str):
-        return self._engine.run(self._thd_requeue, job_id, now, tuple(from_statuses), note)
+        return self._engine.run_durable(self._thd_requeue, job_id, now, tuple(from_statuses), note)
 
     def _thd_requeue(self, db: Db, job_id, now, from_statuses, note) -> Optional[Job]:
         with db.transaction():
@@ -210,10 +211,10 @@ class JobStore:
     # -- transfer checkpoints ----------------------------------------------------------
 
     def save_transfer(self, job_id: str, disk: int, info: dict):
-        return self._engine.run(self._thd_owned, job_id, transfers.thd_save_transfer, disk, info)
+        return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_save_transfer, disk, info)
 
     def save_chunks(self, job_id: str, disk: int, records):
-        return self._engine.run(self._thd_owned, job_id, transfers.thd_save_chunks, disk, list(records))
+        return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_save_chunks, disk, list(records))
 
     def _thd_owned(self, db: Db, job_id: str, fn: Callable[..., Any], *args) -> Any:
         """``fn(db, job_id, *args)`` in a transaction, if this instance still runs the job."""
@@ -224,7 +225,7 @@ class JobStore:
             return fn(db, job_id, *args)
 
     def transfers(self, job_id: str):
-        return self._engine.run(transfers.thd_transfers, job_id)
+        return self._engine.run_durable(transfers.thd_transfers, job_id)  # a running job's: waits out an outage
 
     def clear_transfers(self, job_id: str):
         return self._engine.run(_in_transaction, transfers.thd_clear_transfers, job_id)
@@ -239,7 +240,7 @@ class JobStore:
         return None if row is None else job_from_row(row)
 
     def secrets(self, job_id: str):
-        return self._engine.run(self._thd_secrets, job_id)
+        return self._engine.run_durable(self._thd_secrets, job_id)
 
     def _thd_secrets(self, db: Db, job_id: str) -> dict[str, str]:
         row = db.one("SELECT secrets FROM jobs WHERE id = ?", (job_id,))

@@ -275,3 +275,18 @@ def test_run_history_is_pruned_per_schedule_and_never_drops_a_running_run():
     w.advance_to("2026-01-17T12:20:00+00:00")  # a skips: its history is pruned, its running run stays
     assert [r.schedule_id for r in result_of(w.store.open_runs())] == ["a"]
     assert len(result_of(w.store.runs("b", limit=1000))) == KEEP_RUNS
+
+
+def test_two_nodes_schedulers_fire_a_due_schedule_once_and_the_other_reloads_what_it_did(w):
+    from hypersdk.store.jobs import this_node
+
+    w.create()
+    other_store = ScheduleStore(w.h.store.for_node(this_node("n2")))
+    other = Scheduler(other_store, w.manager, w.clock, w.h.bus, lambda source, folder: succeed([]), SubmitContext())
+    result_of(other.start())  # both nodes know the schedule and arm a timer for 02:00
+    w.advance_to("2026-01-18T02:00:00+00:00")
+    assert len(w.jobs()) == 1 and w.runs() == [("cron", "running")]
+    result_of(other.reload())
+    assert other.get("nightly").run_count == 1
+    assert other.get("nightly").next_run == w.scheduler.get("nightly").next_run == ts("2026-01-19T02:00:00+00:00")
+    other.stop()
