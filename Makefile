@@ -26,7 +26,7 @@ run: packages $(BIN)/.installed
 JS_MODULES := tests/js/node_modules/.installed
 
 test: packages test-packages $(BIN)/.installed $(JS_MODULES)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests/unit
