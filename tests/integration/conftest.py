@@ -26,3 +26,18 @@ def sim():
 @pytest.fixture(scope="module")
 def si(sim):
     return thd_connect(VCenterParams.from_url(sim.info.url, "user", "pass", insecure=True), 30)
+
+
+@pytest.fixture(scope="module")
+def capped():
+    """The simulator holding each datastore stream to 16 MiB/s, as one stream of a real host: a copy
+    lasts long enough to be interrupted where a test wants."""
+    from tests.integration.test_transfer import STREAM_RATE
+
+    with Vcsim.start(args=["-stream-rate", str(STREAM_RATE)]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def capped_si(capped):
+    return thd_connect(VCenterParams.from_url(capped.info.url, "user", "pass", insecure=True), 30)

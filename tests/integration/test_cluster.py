@@ -20,8 +20,8 @@ from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.receiver import Receiver
 from tests.integration.test_live import start_ws_client
-from tests.integration.test_transfer import STREAM_RATE, Source, output_file
-from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk, destroy_vm
+from tests.integration.test_transfer import Source, output_file
+from tests.integration.vcsim import MiB, Write, create_vm_with_disk, destroy_vm
 from tests.postgres import PostgresServer
 
 CLUSTER = {"heartbeat_interval": "0.5s", "lease": "3s"}
@@ -32,19 +32,6 @@ def postgres():
     server = PostgresServer.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def capped():
-    with Vcsim.start(args=["-stream-rate", str(STREAM_RATE)]) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def capped_si(capped):
-    from hypersdk.vsphere.connection import VCenterParams, thd_connect
-
-    return thd_connect(VCenterParams.from_url(capped.info.url, "user", "pass", insecure=True), 30)
 
 
 def start_nodes(tmp_path: Path, url: str, count: int = 3, **config) -> list[Daemon]:

@@ -12,28 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-import pytest
 
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.test_hyperctl import hyperctl
 from tests.integration.test_migration import tool_processes
-from tests.integration.vcsim import MiB, Vcsim, Write, create_vm_with_disk, destroy_vm
+from tests.integration.vcsim import MiB, Write, create_vm_with_disk, destroy_vm
 
 STREAM_RATE = 16 * MiB
-
-
-@pytest.fixture(scope="module")
-def capped():
-    with Vcsim.start(args=["-stream-rate", str(STREAM_RATE)]) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def capped_si(capped):
-    from hypersdk.vsphere.connection import VCenterParams, thd_connect
-
-    return thd_connect(VCenterParams.from_url(capped.info.url, "user", "pass", insecure=True), 30)
 
 
 class Source:

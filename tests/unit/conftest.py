@@ -20,3 +20,14 @@ def store_engine(request):
         stores.current["url"] = request.getfixturevalue("postgres_server").new_database()
     yield request.param
     stores.current.update(engine="sqlite", url=None)
+
+
+@pytest.fixture
+def db(store_engine):
+    """An open job store on the engine of the test (``stores.make_store``)."""
+    from tests.helpers import result_of
+
+    store = stores.make_store()
+    result_of(store.open())
+    yield store
+    result_of(store.close())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable, Optional
 
-from attrs import asdict, evolve
+from attrs import asdict
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 

@@ -2,7 +2,7 @@
 right after an outage; a node that comes back learns which jobs it lost."""
 
 import pytest
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 
 from hypersdk.cluster.membership import Membership
@@ -11,7 +11,6 @@ from hypersdk.jobs.model import FAILED, NewJob
 from hypersdk.store.jobs import this_node
 from hypersdk.store.nodes import NodeStore
 from tests.helpers import result_of
-from tests.stores import make_store
 
 pytestmark = pytest.mark.usefixtures("store_engine")
 
@@ -48,14 +47,6 @@ class FlakyNodes(NodeStore):
 
     def heartbeat(self, now):
         return fail(Unavailable("down")) if self.down else super().heartbeat(now)
-
-
-@pytest.fixture
-def db():
-    store = make_store()
-    result_of(store.open())
-    yield store
-    result_of(store.close())
 
 
 def member(db, name, clock, manager, nodes_class=NodeStore):

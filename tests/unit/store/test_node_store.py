@@ -12,7 +12,6 @@ from hypersdk.store.schedules import ScheduleStore
 from hypersdk.store.webhooks import WebhookStore
 from hypersdk.webhooks.model import API, Delivery, Webhook
 from tests.helpers import result_of
-from tests.stores import make_store
 
 pytestmark = pytest.mark.usefixtures("store_engine")
 
@@ -22,14 +21,6 @@ LEASE = 30.0
 def new_job(job_id, created_at, vcenter="vc:443"):
     return NewJob(id=job_id, definition={"id": job_id, "vm_path": f"DC0/vm/{job_id}"}, secrets={},
                   created_at=created_at, vcenter_key=vcenter)
-
-
-@pytest.fixture
-def db():
-    store = make_store()
-    result_of(store.open())
-    yield store
-    result_of(store.close())
 
 
 def node(db, name):
