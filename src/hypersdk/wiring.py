@@ -63,7 +63,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
-                         jobs_per_vcenter=config.limits.jobs_per_vcenter)
+                         jobs_per_vcenter=config.limits.jobs_per_vcenter,
+                         cancel_elsewhere=bridge.ask_cancel if bridge is not None else None)
     client = webhook_client(reactor, resolver(reactor),
                             deny_private_networks=config.webhook_settings.deny_private_networks)
     webhooks = WebhookService(
@@ -77,7 +78,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                             lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES, webhooks=webhooks,
                             scheduler=scheduler)
     if bridge is not None:
-        bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload})
+        bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload},
+                      cancel=manager.cancel_here)
     status = StatusAPI(manager, store, reactor, started_at=reactor.seconds(), membership=membership)
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,

@@ -200,3 +200,21 @@ def test_postgresql_stopped_for_ten_seconds_during_copies_answers_503_and_loses_
         server.stop()
         for source in sources:
             destroy_vm(source.vm)
+
+
+def test_a_job_running_on_one_node_is_cancelled_through_another(tmp_path, postgres, capped, capped_si):
+    source = Source(capped_si, capped, tmp_path, 512 * MiB)
+    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    try:
+        job_id = nodes[0].submit(source.definition(capped, str(out)))
+        job = nodes[0].wait_job(job_id, lambda j: j["progress"]["current_bytes"] > 0, 60, "copying")
+        other = next(node for node in nodes if node.config["node_name"] != job["node"])
+        answer = other.post("/jobs/cancel", {"job_ids": [job_id]}).json()
+        assert answer["cancelled"] == [job_id] and answer["count"] == 1, answer
+        assert other.job(job_id)["status"] == "cancelled"
+        assert not Path(output_file(out, source.name)).exists()  # the node that ran it cleaned up
+    finally:
+        for node in nodes:
+            node.close()
+        destroy_vm(source.vm)

@@ -62,19 +62,29 @@ class EventBridge:
         self._read_job = read_job
         self._recount: Callable[[], Awaitable] = lambda: succeed(None)
         self._reloads: dict[str, Callable[[], Awaitable]] = {}
+        self._cancel: Callable[[str], None] = lambda job_id: None
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._recount_call = None
         self._send_failing = False
 
-    def follow(self, recount: Callable[[], Awaitable], reloads: dict[str, Callable[[], Awaitable]]) -> None:
+    def follow(self, recount: Callable[[], Awaitable], reloads: dict[str, Callable[[], Awaitable]],
+               cancel: Callable[[str], None]) -> None:
         """``recount()`` after other nodes moved jobs; ``reloads[topic]()`` when another node announces
-        that what ``topic`` names changed."""
+        that what ``topic`` names changed; ``cancel(job_id)`` when another node asks to cancel a job."""
         self._recount = recount
         self._reloads = reloads
+        self._cancel = cancel
+
+    def ask_cancel(self, job_id: str) -> None:
+        """Ask the other nodes to cancel ``job_id`` (the one running it does)."""
+        self._send_message({"cancel": job_id})
 
     def announce(self, topic: str) -> None:
         """Tell the other nodes that what ``topic`` names changed in the database."""
-        message = {"instance": self._me.instance, "node": self._me.name, "changed": topic}
+        self._send_message({"changed": topic})
+
+    def _send_message(self, body: dict) -> None:
+        message = {"instance": self._me.instance, "node": self._me.name, **body}
         self._channel.send(json.dumps(message)).addCallbacks(self._sent, self._send_failed)
 
     def start(self) -> None:
@@ -109,6 +119,9 @@ class EventBridge:
                 return
             if "changed" in message:
                 self._reload(message["changed"])
+                return
+            if "cancel" in message:
+                self._cancel(message["cancel"])
                 return
             subject = decode_subject(message)
         except (ValueError, KeyError, TypeError) as e:

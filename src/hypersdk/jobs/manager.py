@@ -9,10 +9,11 @@ pipeline stage it is in, and the job ends only once that stage has cleaned up.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .. import events
@@ -63,7 +64,8 @@ class JobManager:
     log = Logger()
 
     def __init__(self, store: JobStore, pipeline: Pipeline, clock, bus: EventBus, worker_count: int,
-                 context: SubmitContext = SubmitContext(), jobs_per_vcenter: Optional[int] = None):
+                 context: SubmitContext = SubmitContext(), jobs_per_vcenter: Optional[int] = None,
+                 cancel_elsewhere: Optional[Callable[[str], None]] = None):
         self._store = store
         self._pipeline = pipeline
         self._clock = clock
@@ -71,6 +73,7 @@ class JobManager:
         self._worker_count = worker_count
         self._context = context
         self._jobs_per_vcenter = jobs_per_vcenter  # beyond it, a vCenter's jobs wait in the queue
+        self._cancel_elsewhere = cancel_elsewhere  # asks the other nodes to cancel a job they run
         self._running: dict[str, _Run] = {}
         self._counts = dict.fromkeys(STATUSES, 0)
         self._stopping = False
@@ -206,6 +209,7 @@ class JobManager:
         """
         named = list(dict.fromkeys(job_ids))
         running = [i for i in self._running if RUNNING in statuses or i in named]
+        elsewhere = await self._running_elsewhere(named if RUNNING not in statuses else None)
         # Pending first: a slot freed by a cancelled running job must not start one of them.
         named_idle = [i for i in named if i not in running]
         pending = await self._store.cancel_pending(None if PENDING in statuses else named_idle, self._clock.seconds())
@@ -215,11 +219,14 @@ class JobManager:
         cancelled = [job.id for job in pending]
         waits: dict[str, Deferred] = {}
         errors: dict[str, str] = {}
-        for job_id in dict.fromkeys(running + named):
+        for job_id in dict.fromkeys(running + named + elsewhere):
             if job_id in cancelled:
                 continue
             if job_id in self._running:  # still running, or claimed meanwhile
                 waits[job_id] = self._request_cancel(job_id)
+            elif job_id in elsewhere and self._cancel_elsewhere is not None:
+                self._cancel_elsewhere(job_id)
+                waits[job_id] = Deferred.fromCoroutine(self._until_ended(job_id))
             elif job_id in named:
                 errors[job_id] = await self._why_not_cancellable(job_id)
         if waits:
@@ -231,6 +238,29 @@ class JobManager:
             else:
                 errors[job_id] = f"job {final} before it could be cancelled" if final else "cancel requested; the job is still stopping"
         return cancelled, errors
+
+    async def _running_elsewhere(self, job_ids: Optional[list[str]]) -> list[str]:
+        """Which of ``job_ids`` (every running job when None) run on another node."""
+        if self._cancel_elsewhere is None or job_ids == []:
+            return []
+        jobs, _ = await self._store.query([RUNNING], job_ids, 10_000, 0, count=False)
+        return [job.id for job in jobs if job.id not in self._running]
+
+    async def _until_ended(self, job_id: str) -> Optional[str]:
+        """The status a job on another node ends with, within CANCEL_WAIT_SECONDS (polled); else None."""
+        deadline = self._clock.seconds() + CANCEL_WAIT_SECONDS
+        while self._clock.seconds() < deadline:
+            job = await self._store.get(job_id)
+            if job is None or job.status != RUNNING:
+                return job.status if job else None
+            await deferLater(self._clock, 0.2, lambda: None)
+        return None
+
+    def cancel_here(self, job_id: str) -> None:
+        """Another node asks: cancel this job if it runs here."""
+        run = self._running.get(job_id)
+        if run is not None:
+            self._cancel_run(run, "user")
 
     def _request_cancel(self, job_id: str) -> Deferred:
         run = self._running[job_id]
