@@ -18,7 +18,7 @@ TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-syste
 # recommend (a kernel for the libguestfs appliance).
 GUEST_PACKAGES := virt-v2v libguestfs-tools python3-guestfs libnbd-bin
 
-.PHONY: run test unit integration packages test-packages clean
+.PHONY: test-postgresql run test unit integration packages test-packages clean
 
 run: packages $(BIN)/.installed
 	$(BIN)/twistd --pidfile= -n hypersdk --config $(CONFIG)
@@ -27,6 +27,13 @@ JS_MODULES := tests/js/node_modules/.installed
 
 test: packages test-packages $(BIN)/.installed $(JS_MODULES)
 	$(BIN)/python -m pytest -q --durations=15 tests
+
+# The daemon's API suites again, each daemon on a fresh PostgreSQL database (not part of `make test`:
+# the unit API suites already run on both stores there).
+API_SUITES = tests/integration/test_daemon.py tests/integration/test_schedules_api.py \
+	tests/integration/test_webhooks.py tests/integration/test_live.py tests/integration/test_hyperctl.py
+test-postgresql: packages test-packages $(BIN)/.installed $(JS_MODULES)
+	HYPERSDK_TEST_STORE=postgresql $(BIN)/python -m pytest -q $(API_SUITES)
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests/unit

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import pytest
 import requests
 import yaml
 
@@ -34,7 +35,7 @@ class Daemon:
         self.dir = Path(tmp_path)
         config = dict(config or {})
         self.config = {
-            "database": {"path": str(self.dir / "var" / "jobs.db")},
+            "database": default_database(self.dir),
             # KVM hangs the libguestfs appliance on these machines (nested): guest inspection runs under TCG
             "pipeline": {"work_dir": str(self.dir / "var" / "work"), "connect_timeout": 10,
                          "libguestfs_force_tcg": True, **config.pop("pipeline", {})},
@@ -138,6 +139,27 @@ class Daemon:
 
     def log_contains(self, text: str) -> bool:
         return text in self.output()
+
+
+# Tests that read the SQLite file itself (its pragmas, its bytes) have nothing to read on PostgreSQL.
+SQLITE_FILE_ONLY = pytest.mark.skipif(os.environ.get("HYPERSDK_TEST_STORE") == "postgresql",
+                                      reason="reads the SQLite database file")
+_postgres = {}  # the PostgreSQL server of HYPERSDK_TEST_STORE=postgresql runs, started once
+
+
+def default_database(directory: Path) -> dict:
+    """SQLite in the daemon's directory; with HYPERSDK_TEST_STORE=postgresql, a fresh database of a
+    PostgreSQL server of the test run (to run the API suites on that store too)."""
+    if os.environ.get("HYPERSDK_TEST_STORE") != "postgresql":
+        return {"path": str(directory / "var" / "jobs.db")}
+    if "server" not in _postgres:
+        import atexit
+
+        from tests.postgres import PostgresServer
+
+        _postgres["server"] = PostgresServer.start()
+        atexit.register(_postgres["server"].stop)
+    return {"url": _postgres["server"].new_database(), "key_file": str(directory / "var" / "secrets.key")}
 
 
 def daemon_env(home: Path) -> dict:

@@ -36,7 +36,8 @@ class SecretBox:
 
 
 def thd_load_or_create_key(path: str) -> bytes:
-    """Read the key file, or create it (mode 0600, never overwriting) when absent."""
+    """Read the key file, or create it (mode 0600, never overwriting; its directory 0700 if missing)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

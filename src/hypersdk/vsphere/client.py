@@ -40,6 +40,8 @@ class VSphere:
 
     async def stop(self) -> None:
         """Log every vCenter session out (bounded), then stop the threads."""
+        if not self.pool.started:  # the daemon stopped before starting its workers: no session
+            return
         try:
             await self._in_thread(self._timeout, self.sessions.thd_close_all)
         except Exception as e:

@@ -192,3 +192,12 @@ def test_cancel_pending_in_one_go_leaves_other_jobs_alone(store):
     assert result_of(store.get("j0")).status == RUNNING
     assert result_of(store.counts())[CANCELLED] == 4
     assert [h.message for h in result_of(store.history("j3"))] == ["submitted", "cancelled"]
+
+
+def test_a_key_file_in_a_directory_not_made_yet_is_created_with_its_private_directory(tmp_path):
+    from hypersdk.store.secretbox import thd_load_or_create_key
+
+    path = tmp_path / "etc" / "hypersdk" / "secrets.key"
+    key = thd_load_or_create_key(str(path))
+    assert path.read_bytes().strip() == key and thd_load_or_create_key(str(path)) == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
