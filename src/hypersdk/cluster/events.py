@@ -21,6 +21,7 @@ from ..jobs.model import Job, Progress
 from ..schedules.model import ScheduleEvent
 from ..store.channel import MAX_PAYLOAD_BYTES
 from .model import NodeId
+from .outage import OnceLogged
 
 # After another node moves jobs, this node recounts them (and looks for work) once per burst.
 RECOUNT_DELAY = 0.1
@@ -65,7 +66,8 @@ class EventBridge:
         self._cancel: Callable[[str], None] = lambda job_id: None
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._recount_call = None
-        self._send_failing = False
+        self._sending = OnceLogged(self.log, "events do not reach the other nodes: {error}",
+                                   "events reach the other nodes again")
 
     def follow(self, recount: Callable[[], Awaitable], reloads: dict[str, Callable[[], Awaitable]],
                cancel: Callable[[str], None]) -> None:
@@ -85,7 +87,7 @@ class EventBridge:
 
     def _send_message(self, body: dict) -> None:
         message = {"instance": self._me.instance, "node": self._me.name, **body}
-        self._channel.send(json.dumps(message)).addCallbacks(self._sent, self._send_failed)
+        self._channel.send(json.dumps(message)).addCallbacks(self._sending.ok, self._sending.failed)
 
     def start(self) -> None:
         self._channel.start(self._received, on_reconnect=self._schedule_recount)
@@ -100,17 +102,7 @@ class EventBridge:
         self._channel.stop()
 
     def _send(self, event: Event) -> None:
-        self._channel.send(encode(event, self._me)).addCallbacks(self._sent, self._send_failed)
-
-    def _sent(self, _) -> None:
-        if self._send_failing:
-            self._send_failing = False
-            self.log.info("events reach the other nodes again")
-
-    def _send_failed(self, failure) -> None:
-        if not self._send_failing:  # once per outage
-            self._send_failing = True
-            self.log.warn("events do not reach the other nodes: {error}", error=failure.getErrorMessage())
+        self._channel.send(encode(event, self._me)).addCallbacks(self._sending.ok, self._sending.failed)
 
     def _received(self, payload: str) -> None:
         try:

@@ -14,6 +14,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..store.nodes import NodeStore
+from .outage import OnceLogged
 
 
 class Membership:
@@ -31,7 +32,7 @@ class Membership:
         self._resumable = resumable_stages
         self._loop: Optional[LoopingCall] = None
         self._beating: Optional[Deferred] = None
-        self._failing = False
+        self._heartbeats = OnceLogged(self.log, "heartbeat: {error}", "heartbeats reach the database again")
         self.known: list = []  # [(Node, running_jobs)] as of the last heartbeat
         # Since when this node's heartbeats reach the database without a break: only after a whole
         # lease of them does it judge the others (after an outage, every node's heartbeat looks old).
@@ -52,19 +53,9 @@ class Membership:
         if self._beating is not None:  # the last one still waits for the database
             return None
         self._beating = Deferred.fromCoroutine(self.beat())
-        self._beating.addCallbacks(self._beat_ok, self._beat_failed)
+        self._beating.addCallbacks(self._heartbeats.ok, self._heartbeats.failed)
         self._beating.addBoth(lambda _: setattr(self, "_beating", None))
         return None
-
-    def _beat_ok(self, _) -> None:
-        if self._failing:
-            self._failing = False
-            self.log.info("heartbeats reach the database again")
-
-    def _beat_failed(self, failure) -> None:
-        if not self._failing:  # once per outage
-            self._failing = True
-            self.log.warn("heartbeat: {error}", error=failure.getErrorMessage())
 
     async def beat(self) -> None:
         now = self._clock.seconds()
