@@ -292,3 +292,28 @@ def test_deleting_a_webhook_stops_its_delivery_at_once():
     result_of(w.service.delete(0))
     w.advance(60)
     assert len(w.receiver.received) == 1  # no retry to a deleted webhook
+
+
+def test_a_lost_node_s_pending_delivery_is_sent_once_by_the_node_that_adopts_it():
+    from hypersdk.store.jobs import this_node
+    from hypersdk.store.nodes import NodeStore
+
+    shared = make_store()
+    result_of(shared.open())
+    n1, n2 = shared.for_node(this_node("n1")), shared.for_node(this_node("n2"))
+    for store in (n1, n2):
+        result_of(NodeStore(store).register(100.0, 30.0))
+    first = World(store=WebhookStore(n1, keep=5))
+    first.receiver.script = ["hang"]  # n1 dies while its receiver has not answered
+    first.publish(events.JOB_FAILED, status="failed")
+    assert [d.state for d in first.recent()] == ["pending"]
+    second = World(store=WebhookStore(n2, keep=5))
+    assert second.receiver.received == []  # not n2's to send
+    _, adopted = result_of(NodeStore(n2).take_over(200.0, 30.0, ()))
+    assert adopted == 1
+    assert result_of(second.service.resume_pending()) == 1
+    second.pump()
+    (got,) = second.receiver.received
+    assert got["headers"]["x-hypersdk-delivery"] == first.receiver.received[0]["headers"]["x-hypersdk-delivery"]
+    assert [d.state for d in second.recent()] == ["delivered"]
+    assert result_of(second.service.resume_pending()) == 0  # queued once
