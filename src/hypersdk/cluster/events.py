@@ -86,8 +86,10 @@ class EventBridge:
         self._send_message({"changed": topic})
 
     def _send_message(self, body: dict) -> None:
-        message = {"instance": self._me.instance, "node": self._me.name, **body}
-        self._channel.send(json.dumps(message)).addCallbacks(self._sending.ok, self._sending.failed)
+        self._post(json.dumps({"instance": self._me.instance, "node": self._me.name, **body}))
+
+    def _post(self, payload: str) -> None:
+        self._channel.send(payload).addCallbacks(self._sending.ok, self._sending.failed)
 
     def start(self) -> None:
         self._channel.start(self._received, on_reconnect=self._schedule_recount)
@@ -102,7 +104,7 @@ class EventBridge:
         self._channel.stop()
 
     def _send(self, event: Event) -> None:
-        self._channel.send(encode(event, self._me)).addCallbacks(self._sending.ok, self._sending.failed)
+        self._post(encode(event, self._me))
 
     def _received(self, payload: str) -> None:
         try:

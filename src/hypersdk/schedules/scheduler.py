@@ -76,9 +76,11 @@ class Scheduler:
                 continue
             missed = s.next_run is not None and s.next_run <= now
             next_run = _next_run(s, now)
-            if missed and not await self._store.claim_due(s.id, s.next_run, next_run):
-                continue  # another node (running, or starting with this one) has it
-            if next_run != s.next_run:
+            if missed:
+                if not await self._store.claim_due(s.id, s.next_run, next_run):
+                    continue  # another node (running, or starting with this one) has it
+                s = self._change(s.id, next_run=next_run)  # the claim stored it
+            elif next_run != s.next_run:
                 s = self._change(s.id, next_run=next_run)
                 await self._store.save(s)
             if missed and s.missed_runs == CATCH_UP:

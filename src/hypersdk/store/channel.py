@@ -9,7 +9,6 @@ meanwhile is lost (the state itself is in the database).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred
@@ -87,5 +86,5 @@ class PgChannel:
             except Exception as e:
                 if not failures:
                     self.log.warn("lost the other nodes' events: {error}", error=str(e).strip() or type(e).__name__)
-                time.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+                self._stopping.wait(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])  # stop() ends it
                 failures += 1

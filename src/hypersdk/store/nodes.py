@@ -6,14 +6,14 @@ statements keep its row and ``/status`` shows it.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Sequence
 
-from ..cluster.model import LOST, STOPPED, UP, Node, NodeId, lease_expired, name_in_use, takeover
+from ..cluster.model import LOST, STOPPED, UP, Node, NodeId, name_in_use, takeover
 from ..errors import Conflict
 from ..jobs.model import FAILED, RUNNING, Job
 from .engine import Db
+from . import transfers
 from .jobs import JOB_COLUMNS, JobStore, add_history, job_from_row, requeue_job
 from .schedules import thd_adopt_runs
 from .webhooks import thd_adopt_deliveries
@@ -33,10 +33,10 @@ class NodeStore:
 
     def heartbeat(self, now: float):
         """Renew this node's lease; False if another instance has taken its name."""
-        return self._with_db(_thd_heartbeat, self.me, now)
+        return self._with_db(_thd_set_state, self.me, UP, now)
 
     def leave(self, now: float):
-        return self._with_db(lambda db, box: _thd_set_state(db, self.me, STOPPED, now))
+        return self._with_db(_thd_set_state, self.me, STOPPED, now)
 
     def nodes(self):
         """Every node with the number of jobs it runs: [(Node, running_jobs)]."""
@@ -82,11 +82,7 @@ def _thd_register(db: Db, box, me: NodeId, now: float, lease_seconds: float, pid
                    " WHERE name = ?", (me.instance, me.host, me.pid, UP, now, now, me.name))
 
 
-def _thd_heartbeat(db: Db, box, me: NodeId, now: float) -> bool:
-    return _thd_set_state(db, me, UP, now)
-
-
-def _thd_set_state(db: Db, me: NodeId, state: str, now: float) -> bool:
+def _thd_set_state(db: Db, box, me: NodeId, state: str, now: float) -> bool:
     with db.transaction():
         return db.execute("UPDATE nodes SET state = ?, last_heartbeat = ? WHERE name = ? AND instance = ?",
                           (state, now, me.name, me.instance)).rowcount == 1
@@ -115,8 +111,6 @@ def _thd_take_over(db: Db, box, me: NodeId, now: float, lease_seconds: float, re
         candidates = db.all(f"SELECT * FROM nodes WHERE state = '{UP}' AND name != ? AND last_heartbeat < ?"
                             f"{_LOCK[db.dialect]}", (me.name, now - lease_seconds))
         for lost in map(_node, candidates):
-            if not lease_expired(lost.last_heartbeat, now, lease_seconds):
-                continue
             db.execute("UPDATE nodes SET state = ? WHERE name = ? AND instance = ?", (LOST, lost.name, lost.instance))
             for row in db.all(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND owner = ?",
                               (RUNNING, lost.instance)):
@@ -126,8 +120,7 @@ def _thd_take_over(db: Db, box, me: NodeId, now: float, lease_seconds: float, re
 
 
 def _settle(db: Db, job: Job, lost: Node, now: float, resumable, reachable) -> tuple[Job, bool]:
-    targets = [json.loads(r["info"])["target"] for r in db.all("SELECT info FROM transfer_disks WHERE job_id = ?",
-                                                                (job.id,))]
+    targets = transfers.thd_targets(db, job.id)
     fate = takeover(lost.name, now - lost.last_heartbeat, job.progress.stage, resumable, targets,
                     [t for t in targets if not reachable(t)])
     if fate.requeue:

@@ -110,7 +110,7 @@ class PostgresEngine:
     def _unreachable(self, failure):
         failure.trap(DatabaseUnreachable)
         if self._down is None:
-            self._down = (self._runner_seconds(), str(failure.value))
+            self._down = (self._now(), str(failure.value))
             log.warn("PostgreSQL cannot be reached ({error}): the API answers 503 and the running jobs keep their"
                      " writes until it is back", error=str(failure.value))
             if self._clock is not None and not self._stopped:
@@ -122,7 +122,7 @@ class PostgresEngine:
     def _down_message(self) -> str:
         return f"the job database (PostgreSQL) cannot be reached: {self._down[1]}; try again shortly"
 
-    def _runner_seconds(self) -> float:
+    def _now(self) -> float:
         return self._clock.seconds() if self._clock is not None else 0.0
 
     def _check(self) -> Deferred:
@@ -137,7 +137,7 @@ class PostgresEngine:
         self._down = None
         if self._probe is not None and self._probe.running:
             self._probe.stop()
-        log.info("PostgreSQL is reachable again after {seconds:.0f} s", seconds=self._runner_seconds() - since)
+        log.info("PostgreSQL is reachable again after {seconds:.0f} s", seconds=self._now() - since)
         waiters, self._up_waiters = self._up_waiters, []
         for waiter in waiters:
             waiter.callback(None)

@@ -36,5 +36,11 @@ def thd_clear_transfers(db: Db, job_id: str) -> None:
     db.execute("DELETE FROM transfer_disks WHERE job_id = ?", (job_id,))
 
 
+def thd_targets(db: Db, job_id: str) -> list[str]:
+    """The destination files a job's checkpoints were taken of."""
+    return [json.loads(row["info"])["target"] for row in db.all("SELECT info FROM transfer_disks WHERE job_id = ?",
+                                                                 (job_id,))]
+
+
 def thd_has_transfers(db: Db, job_id: str) -> bool:
     return db.one("SELECT 1 AS found FROM transfer_disks WHERE job_id = ? LIMIT 1", (job_id,)) is not None
