@@ -18,7 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Awaitable, Callable, Optional, Sequence
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from ...errors import HyperSDKError
@@ -106,25 +107,64 @@ async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, r
         shutil.rmtree(directory, ignore_errors=True)
 
 
-class _Lines:
-    """The worker's JSON lines, handed to ``handle`` as they come."""
+# What each of the worker's lines holds: its kind (the first of these keys it has) and its fields.
+MESSAGES = {
+    "chunk": {"chunk": int, "hash": str, "zero": bool},
+    "read": {"read": int},
+    "retry": {"retry": int, "attempt": int, "error": str},
+    "auth": {"auth": int},
+    "error": {"error": str, "kind": str},
+    "done": {"done": bool},
+    "checked": {"checked": int, "hash": str},
+}
 
-    def __init__(self, handle: Callable[[dict], None]):
+
+def worker_message(line: str) -> Optional[tuple[str, dict]]:
+    """``(kind, message)`` of one of the worker's lines, or None when it is not one the worker writes."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    kind = next((k for k in MESSAGES if k in message), None)
+    if kind is None:
+        return None
+    for name, kind_of in MESSAGES[kind].items():
+        value = message.get(name)
+        if not isinstance(value, kind_of) or (kind_of is int and isinstance(value, bool)):
+            return None
+    return kind, message
+
+
+class _Lines:
+    """The worker's lines of the ``kinds`` expected, handed to ``handle``; any other line to ``garbled``
+    (the process runner only logs what a handler raises: nothing may be lost that way)."""
+
+    def __init__(self, kinds: set[str], handle: Callable[[str, dict], None], garbled: Callable[[str], None]):
+        self._kinds = kinds
         self._handle = handle
+        self._garbled = garbled
 
     def __call__(self, stream: str, line: str) -> None:
         if stream != "stdout":
             log.debug("transfer worker: {line}", line=line)
             return
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return
-        self._handle(message)
+        parsed = worker_message(line)
+        if parsed is None or parsed[0] not in self._kinds:
+            self._garbled(line)
+        else:
+            self._handle(*parsed)
+
+
+def _garbled(line: str) -> str:
+    shown = line if len(line) <= 80 else line[:80] + "..."
+    return f"the worker wrote a line that is not one of its records: {shown!r}"
 
 
 class DiskCopy:
-    """One disk copied by one worker, from the chunks not yet checkpointed."""
+    """One disk copied by one worker, from the chunks not yet checkpointed. It is done only when the
+    worker ended well and reported each of its chunks exactly once."""
 
     def __init__(self, processes: ProcessRunner, clock, *, job_id: str, label: str, source: StreamSource,
                  chunks: Sequence[Chunk],
@@ -141,6 +181,7 @@ class DiskCopy:
         self._renew = renew_cookie  # a fresh login: the datastore refused the cookie
         self._refresh = refresh_cookie  # the session kept alive
         self._batch: list[ChunkRecord] = []  # checkpointed by the worker, not yet stored
+        self._reported: set[int] = set()
         self._on_done = on_done  # (bytes of a chunk now on the destination)
         self._stall = stall_timeout
         self._streams = streams
@@ -148,7 +189,10 @@ class DiskCopy:
         self._rate = stream_rate
         self._timeout = timeout
         self._read = 0
+        self._child: Optional[ChildProcess] = None
         self._error: Optional[dict] = None
+        self._problem: Optional[str] = None  # a record the worker should not have written: it is stopped
+        self._save_failure: Optional[Failure] = None  # storing a checkpoint failed (JobLost...): it is stopped
         self._stalled = False
         self._pending_saves: list[Deferred] = []
         self.retries = 0
@@ -158,8 +202,9 @@ class DiskCopy:
                 "tls": self._source.tls, "source_offset": self._source.offset, "streams": self._streams,
                 "chunks": [[c.index, c.offset, c.length] for c in self._chunks.values()], "fresh": self._fresh,
                 "target": target, "timeout": self._timeout, "stream_rate": self._rate}
-        child = self._processes.spawn("transfer worker", worker_argv(self._job_id), env=worker_env(),
-                                      on_output=_Lines(self._line))
+        lines = _Lines(set(MESSAGES) - {"checked"}, self._line, lambda line: self._stop_for(_garbled(line)))
+        child = self._child = self._processes.spawn("transfer worker", worker_argv(self._job_id), env=worker_env(),
+                                                    on_output=lines)
         child.send(json.dumps(spec))
         stall = self._clock.callLater(self._stall, self._stalled_out, child)
         refresh = self._clock.callLater(COOKIE_REFRESH_SECONDS, self._refresh_cookie)
@@ -173,47 +218,83 @@ class DiskCopy:
             self._store_batch()
             for d in self._pending_saves:  # every checkpoint the worker reported is stored before we go on
                 await d
+        if self._save_failure is not None:
+            self._save_failure.raiseException()  # as it is: a lost job is not a failed copy
+        where = f"copying {self._label} from vCenter {self._source.where}"
         if self._stalled:
             raise TransferFailed(f"no data from vCenter {self._source.where} for {self._stall:g} s while copying"
                                  f" {self._label}: stopped (its copied chunks are kept)")
+        if self._problem is not None:
+            raise TransferFailed(f"{where}: {self._problem}{self._not_copied('; ')}")
         if self._error is not None:
-            raise TransferFailed(f"copying {self._label} from vCenter {self._source.where}: {self._error['error']}")
+            raise TransferFailed(f"{where}: {self._error['error']}")
         if not result.ok:
-            raise TransferFailed(result.describe("the transfer worker"))
+            raise TransferFailed(f"{result.describe('the transfer worker')}{self._not_copied(': ')}")
+        if self._not_copied():
+            raise TransferFailed(f"{where}: the worker ended without copying {self._not_copied()}")
 
-    def _line(self, message: dict) -> None:
-        if "chunk" in message:
-            chunk = self._chunks[message["chunk"]]
-            self._batch.append(ChunkRecord(chunk.index, message["hash"], message["zero"]))
-            self._on_done(chunk.length)
-        elif "read" in message:  # ends each of the worker's checkpoints: one store transaction for it
+    def _not_copied(self, before: str = "") -> str:
+        """``bytes A-B, C-D`` of the chunks not reported, for messages ("" when every one was)."""
+        missing = [i for i in self._chunks if i not in self._reported]
+        if not missing:
+            return ""
+        return f"{before}{describe_ranges(ranges(self._chunks.values(), missing))}" + (" not copied" if before else "")
+
+    def _line(self, kind: str, message: dict) -> None:
+        if kind == "chunk":
+            index = message["chunk"]
+            chunk = self._chunks.get(index)
+            if chunk is None:
+                self._stop_for(f"the worker reported chunk {index}, which it was not given")
+            elif index in self._reported:
+                self._stop_for(f"the worker reported {describe_ranges(ranges([chunk], [index]))} twice")
+            else:
+                self._reported.add(index)
+                self._batch.append(ChunkRecord(chunk.index, message["hash"], message["zero"]))
+                self._on_done(chunk.length)
+        elif kind == "read":  # ends each of the worker's checkpoints: one store transaction for it
             self._store_batch()
-            if message["read"] > self._read:
+            if message["read"] > self._read and self._stall_timer.active():  # (not once the worker is stopped)
                 self._read = message["read"]
                 self._stall_timer.reset(self._stall)
-        elif "retry" in message:
+        elif kind == "retry":
             self.retries += 1
             log.info("{disk}: chunk {chunk} again ({attempt}): {error}", disk=self._label, chunk=message["retry"],
                      attempt=message["attempt"], error=message["error"])
-        elif "auth" in message:
+        elif kind == "auth":
             log.info("{disk}: vCenter refused the session cookie (HTTP {status}): renewing it", disk=self._label,
                      status=message["auth"])
             Deferred.fromCoroutine(self._renew()).addErrback(
                 lambda f: log.failure("renewing the vCenter session cookie failed", f))
-        elif "error" in message:
+        elif kind == "error":
             self._error = message
-        elif "done" in message:
+        elif kind == "done":
             log.info("{disk}: copied in {copy} s, synced in {sync} s", disk=self._label, copy=message.get("copy_seconds"),
                      sync=message.get("sync_seconds"))
 
+    def _stop_for(self, problem: str) -> None:
+        if self._problem is None:
+            self._problem = problem
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._child is not None and self._child.running:
+            Deferred.fromCoroutine(self._processes.stop(self._child))
+
     def _store_batch(self) -> None:
-        if self._batch:
+        if self._batch and self._save_failure is None:
             batch, self._batch = self._batch, []
-            self._pending_saves.append(self._save(batch))
+            self._pending_saves.append(maybeDeferred(self._save, batch).addErrback(self._save_failed))
+
+    def _save_failed(self, failure: Failure) -> None:
+        """No copying on without checkpoints (nor for a job another node now runs): the worker stops now."""
+        if self._save_failure is None:
+            self._save_failure = failure
+        self._stop()
 
     def _stalled_out(self, child: ChildProcess) -> None:
         self._stalled = True
-        Deferred.fromCoroutine(self._processes.stop(child))
+        self._stop()
 
     def _refresh_cookie(self) -> None:
         """Keep the session alive through long copies (a fresh login if it expired anyway)."""
@@ -226,25 +307,51 @@ async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, ta
                         expected: dict[int, ChunkRecord], on_checked: Callable[[int], None],
                         known_zero: set = frozenset()) -> None:
     """Read the destination by ``chunks`` and compare each hash with the one taken from the source
-    (``known_zero``: chunks the destination holds no data for, hashed as zeros without reading)."""
+    (``known_zero``: chunks the destination holds no data for, hashed as zeros without reading).
+    It passes only when every chunk has its record and was checked exactly once, and all match."""
+    plan = {c.index: c for c in chunks}
+    unrecorded = [i for i in plan if i not in expected]
+    if unrecorded:
+        raise ChunksDiffer(f"verifying {label}: no checkpoint was recorded for {describe_ranges(ranges(chunks, unrecorded))}:"
+                           " there is nothing to compare them with")
     differ: list[int] = []
+    checked: set[int] = set()
     failure: list[str] = []
+    problem: list[str] = []
 
-    def line(message: dict) -> None:
-        if "checked" in message:
+    def stop_for(why: str) -> None:
+        problem.append(why)
+        if child.running:
+            Deferred.fromCoroutine(processes.stop(child))
+
+    def line(kind: str, message: dict) -> None:
+        if kind == "checked":
             index = message["checked"]
-            if expected[index].hash != message["hash"]:
-                differ.append(index)
-            on_checked(chunks[index].length)
-        elif "error" in message:
+            if index not in plan:
+                stop_for(f"the worker checked chunk {index}, which it was not given")
+            elif index in checked:
+                stop_for(f"the worker checked {describe_ranges(ranges(chunks, [index]))} twice")
+            else:
+                checked.add(index)
+                if expected[index].hash != message["hash"]:
+                    differ.append(index)
+                on_checked(plan[index].length)
+        elif kind == "error":
             failure.append(message["error"])
 
     spec = {"mode": "verify", "target": target, "chunks": [[c.index, c.offset, c.length] for c in chunks],
             "zero": sorted(known_zero)}
-    child = processes.spawn("verification worker", worker_argv(job_id), env=worker_env(), on_output=_Lines(line))
+    lines = _Lines({"checked", "error", "done"}, line, lambda text: stop_for(_garbled(text)))
+    child = processes.spawn("verification worker", worker_argv(job_id), env=worker_env(), on_output=lines)
     child.send(json.dumps(spec))
     result = await processes.wait(child)
+    unchecked = [i for i in plan if i not in checked]
+    left = f"; {describe_ranges(ranges(chunks, unchecked))} not checked" if unchecked else ""
+    if problem:
+        raise ChunksDiffer(f"verifying {label}: {problem[0]}{left}")
     if failure or not result.ok:
         raise ChunksDiffer(f"verifying {label}: {failure[0] if failure else result.describe('the worker')}")
     if differ:
         raise ChunksDiffer(f"{label} differs from the source at {describe_ranges(ranges(chunks, differ))}")
+    if unchecked:
+        raise ChunksDiffer(f"verifying {label}: the worker ended without checking {describe_ranges(ranges(chunks, unchecked))}")

@@ -50,10 +50,12 @@ def bytes_done(all_chunks: Sequence[Chunk], done: Iterable[int]) -> int:
     return sum(by_index.get(i, 0) for i in set(done))
 
 
-def ranges(all_chunks: Sequence[Chunk], indexes: Iterable[int]) -> list[tuple[int, int]]:
-    """The byte ranges [start, end) the given chunks cover, neighbours merged (for messages)."""
+def ranges(all_chunks: Iterable[Chunk], indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """The byte ranges [start, end) the chunks of ``all_chunks`` with these indexes cover, neighbours
+    merged (for messages); ``all_chunks`` may be part of a plan."""
+    wanted = set(indexes)
     merged: list[list[int]] = []
-    for chunk in sorted((all_chunks[i] for i in set(indexes)), key=lambda c: c.offset):
+    for chunk in sorted((c for c in all_chunks if c.index in wanted), key=lambda c: c.offset):
         if merged and merged[-1][1] == chunk.offset:
             merged[-1][1] = chunk.end
         else:
