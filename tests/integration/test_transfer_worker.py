@@ -1,21 +1,29 @@
 """The transfer worker as the daemon runs it, against a scripted datastore: retries, a refused cookie,
-sparse writes into a raw file and into a qcow2 through qemu-nbd, and verification by chunk hashes."""
+sparse writes into a raw file and into a qcow2 through qemu-nbd, verification by chunk hashes, a chunk
+whose fetch fails in a way nobody foresaw, and a certificate pin that holds on every connection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import succeed
 
-from hypersdk.pipeline.transfer.engine import worker_argv, worker_env
+from hypersdk.pipeline.process import ProcessRunner
+from hypersdk.pipeline.transfer.engine import DiskCopy, StreamSource, TransferFailed, worker_argv, worker_env
 from hypersdk.pipeline.transfer.plan import chunks
 from hypersdk.pipeline.transfer.worker import chunk_hash
 from tests.integration.daemon import wait_for
@@ -35,20 +43,32 @@ def disk_content() -> bytes:
 
 class Datastore:
     """Serves DATA with byte ranges; ``script`` says what the next requests get instead: a status code,
-    "reset" (the connection closes without an answer); a request whose cookie is not ``cookie`` gets 401."""
+    "reset" (the connection closes without an answer); a request whose cookie is not ``cookie`` gets 401.
+    ``broken``: ranges (the Range header's "A-B") answered with their bytes in a chunked body that ends on a
+    negative chunk size, on which http.client raises ValueError (not an HTTPException): an unforeseen
+    failure of one chunk's fetch, as a library bug would be. ``close``: answers that say Connection: close."""
 
-    def __init__(self, data: bytes, offset: int = 0):
+    def __init__(self, data: bytes, offset: int = 0, tls: Optional["Certificates"] = None):
         self.data, self.offset = data, offset
         self.script: list = []
+        self.broken: set[str] = set()
+        self.close = False
         self.cookie = "vmware_soap_session=one"
         self.requests: list[tuple[str, str]] = []
+        self.connections: list[dict] = []  # per connection: its certificate and the requests it carried
         store = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                self.seen = {"certificate": getattr(self.request, "certificate", None), "requests": []}
+                store.connections.append(self.seen)
+
             def do_GET(self):
                 store.requests.append((self.headers.get("Cookie"), self.headers.get("Range")))
+                self.seen["requests"].append(self.headers.get("Cookie"))
                 action = store.script.pop(0) if store.script else None
                 if action == "reset":
                     self.close_connection = True
@@ -61,9 +81,19 @@ class Datastore:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                start, end = (int(x) for x in self.headers["Range"].split("=")[1].split("-"))
+                span = self.headers["Range"].split("=")[1]
+                start, end = (int(x) for x in span.split("-"))
                 body = (b"\0" * store.offset + store.data)[start:end + 1]
                 self.send_response(206)
+                if store.close:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                if span in store.broken:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"%x\r\n%s\r\n-5\r\n" % (len(body), body))
+                    self.close_connection = True
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -71,24 +101,59 @@ class Datastore:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = (TLSServer(tls, Handler) if tls else ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/folder/vm/vm-flat.vmdk?dsName=ds"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/folder/vm/vm-flat.vmdk?dsName=ds"
 
-    def close(self):
+    def close_server(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Certificates:
+    """Self-signed certificates made for the test; a datastore presents ``names[0]`` on its first
+    connection and ``names[1]`` on every later one (a host that changed hands between two requests)."""
+
+    def __init__(self, directory: Path, names=("first", "second")):
+        self.names = list(names)
+        self.contexts, self.sha256 = {}, {}
+        for name in dict.fromkeys(self.names):
+            key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"],
+                           check=True, capture_output=True)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.contexts[name] = context
+            der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+            self.sha256[name] = hashlib.sha256(der).hexdigest()
+
+
+class TLSServer(ThreadingHTTPServer):
+    def __init__(self, certificates: Certificates, handler):
+        super().__init__(("127.0.0.1", 0), handler)
+        self._certificates, self._accepted = certificates, 0
+
+    def get_request(self):
+        sock, address = super().get_request()
+        names = self._certificates.names
+        name = names[min(self._accepted, len(names) - 1)]
+        self._accepted += 1
+        tls = self._certificates.contexts[name].wrap_socket(sock, server_side=True)
+        tls.certificate = name
+        return tls, address
 
 
 @pytest.fixture
 def datastore():
     store = Datastore(disk_content(), offset=512)
     yield store
-    store.close()
+    store.close_server()
 
 
-def run_worker(spec: dict, tmp_path: Path, on_line=None, timeout: float = 60) -> list[dict]:
+def run_worker(spec: dict, tmp_path: Path, on_line=None, timeout: float = 60, expect_exit=(0, 1)) -> list[dict]:
     process = subprocess.Popen(worker_argv("test-job"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env={**worker_env(), "PATH": os.environ["PATH"]})
     process.stdin.write(json.dumps(spec) + "\n")
@@ -99,7 +164,8 @@ def run_worker(spec: dict, tmp_path: Path, on_line=None, timeout: float = 60) ->
         lines.append(line)
         if on_line:
             on_line(line)
-    assert process.wait(timeout) in (0, 1)
+    code = process.wait(timeout)
+    assert code in expect_exit if isinstance(expect_exit, tuple) else code == expect_exit, lines
     return lines
 
 
@@ -196,3 +262,75 @@ def test_a_datastore_that_ignores_ranges_is_a_clear_error(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_chunk_whose_fetch_fails_unforeseen_ends_the_worker_with_an_error_naming_its_range(datastore, tmp_path):
+    plan = chunks(SIZE, CHUNK)
+    datastore.broken = {f"{512 + plan[6].offset}-{512 + plan[6].end - 1}"}
+    lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "file", "path": str(tmp_path / "d.raw"), "size": SIZE},
+                                 streams=2), tmp_path, expect_exit=1)
+    assert lines[-1]["kind"] == "internal"
+    assert lines[-1]["error"] == (f"bytes {6 * CHUNK}-{7 * CHUNK - 1}: internal error: ValueError: read length must be"
+                                  " non-negative or -1")
+    assert 6 not in {line["chunk"] for line in lines if "chunk" in line}
+
+
+def test_every_connection_to_the_datastore_is_checked_against_the_pin_before_a_request(tmp_path):
+    certificates = Certificates(tmp_path)
+    store = Datastore(disk_content(), offset=512, tls=certificates)
+    store.close = True  # each answer closes its connection: http.client opens the next one by itself
+    try:
+        spec = copy_spec(store, tmp_path, {"kind": "file", "path": str(tmp_path / "d.raw"), "size": SIZE}, streams=1,
+                         tls={"pin": certificates.sha256["first"]})
+        lines = run_worker(spec, tmp_path, expect_exit=1)
+    finally:
+        store.close_server()
+    assert lines[-1]["kind"] == "transport"
+    assert lines[-1]["error"] == ("the datastore's TLS certificate does not match the pinned thumbprint"
+                                  f" {certificates.sha256['first']} (127.0.0.1:{store.server.server_address[1]}"
+                                  f" presented {certificates.sha256['second']})")
+    first, *others = store.connections
+    assert first == {"certificate": "first", "requests": [store.cookie]}
+    assert others and all(c["requests"] == [] for c in others)  # the other certificate never got the cookie
+    assert [line["chunk"] for line in lines if "chunk" in line] == [0]
+
+
+async def disk_copy(store: Datastore, tmp_path: Path, tls: dict, streams: int = 3):
+    """The daemon's DiskCopy over a real worker on the real reactor: (its error message, the chunks it stored)."""
+    (tmp_path / "cookie").write_text(store.cookie)
+    saved = []
+
+    async def nothing():
+        pass
+
+    copy = DiskCopy(ProcessRunner(reactor), reactor, job_id="test-job", label="Hard disk 1",
+                    source=StreamSource(store.url, str(tmp_path / "cookie"), tls, 512, SIZE, "vc.example:443"),
+                    chunks=chunks(SIZE, CHUNK), save=lambda records: succeed(saved.extend(r.index for r in records)),
+                    renew_cookie=nothing, refresh_cookie=nothing, on_done=lambda n: None, stall_timeout=60,
+                    streams=streams, fresh=True, timeout=5)
+    with pytest.raises(TransferFailed) as failed:
+        await copy.run({"kind": "file", "path": str(tmp_path / "d.raw"), "size": SIZE})
+    return failed.value.message, saved
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_fails_a_disk_copy_naming_the_range_whose_fetch_failed_unforeseen(datastore, tmp_path):
+    datastore.broken = {f"{512 + 3 * CHUNK}-{512 + 4 * CHUNK - 1}"}
+    message, saved = await disk_copy(datastore, tmp_path, {})
+    assert message == (f"copying Hard disk 1 from vCenter vc.example:443: bytes {3 * CHUNK}-{4 * CHUNK - 1}: internal"
+                       " error: ValueError: read length must be non-negative or -1")
+    assert 3 not in saved
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_fails_a_disk_copy_whose_datastore_changes_certificate_on_a_reconnect(tmp_path):
+    certificates = Certificates(tmp_path)
+    store = Datastore(disk_content(), offset=512, tls=certificates)
+    store.close = True
+    try:
+        message, saved = await disk_copy(store, tmp_path, {"pin": certificates.sha256["first"]}, streams=1)
+    finally:
+        store.close_server()
+    assert message.startswith("copying Hard disk 1 from vCenter vc.example:443: the datastore's TLS certificate does"
+                              f" not match the pinned thumbprint {certificates.sha256['first']}")
+    assert saved == [0] and all(c["requests"] == [] for c in store.connections[1:])

@@ -32,6 +32,7 @@ import urllib.parse
 import xxhash
 
 from .nbd import NbdClient
+from .plan import Chunk, describe_ranges, ranges
 
 FLUSH_EVERY = 0.25  # seconds between flushes (and checkpoints): what a kill can make read again
 BLOCK = 256 * 1024  # zero detection: a block of zeros in a chunk is not written (larger: less Python per byte)
@@ -46,7 +47,7 @@ def chunk_hash(data) -> str:
 class Fatal(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
-        self.kind = kind  # "source" | "target" | "transport" | "auth"
+        self.kind = kind  # "source" | "target" | "transport" | "auth" | "internal"
 
 
 class Retry(Exception):
@@ -68,6 +69,25 @@ class Output:
 
 
 # -- the source: datastore ranges over HTTP(S) ---------------------------------------------------------
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Checks the server's certificate against the pin on every connect, before a byte of a request
+    is sent: http.client reconnects by itself after a ``Connection: close`` answer."""
+
+    def __init__(self, *args, pin: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pin = pin
+
+    def connect(self) -> None:
+        super().connect()
+        der = self.sock.getpeercert(binary_form=True) or b""
+        algorithm = hashlib.sha1 if len(self.pin) == 40 else hashlib.sha256
+        digest = algorithm(der).hexdigest()
+        if digest != self.pin:
+            self.close()
+            raise Fatal("transport", f"the datastore's TLS certificate does not match the pinned thumbprint"
+                                     f" {self.pin} ({self.host}:{self.port} presented {digest})")
+
 
 class Source:
     """One keep-alive connection to the datastore (one per thread)."""
@@ -94,15 +114,9 @@ class Source:
             ctx.verify_mode = ssl.CERT_NONE
         else:
             ctx = ssl.create_default_context(cafile=tls.get("cafile"))
-        conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=ctx)
         if tls.get("pin"):
-            conn.connect()
-            der = conn.sock.getpeercert(binary_form=True) or b""
-            digest = (hashlib.sha1 if len(tls["pin"]) == 40 else hashlib.sha256)(der).hexdigest()
-            if digest != tls["pin"]:
-                conn.close()
-                raise Fatal("transport", "the datastore's TLS certificate does not match the pinned thumbprint")
-        return conn
+            return PinnedHTTPSConnection(self._host, self._port, timeout=self._timeout, context=ctx, pin=tls["pin"])
+        return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=ctx)
 
     def cookie(self) -> str:
         with open(self._cookie_file, encoding="utf-8") as f:
@@ -143,9 +157,9 @@ class Source:
                 raise Retry(f"the response ended after {got} of {len(buffer)} bytes")
             got += n
             if self._rate:  # hold this stream to its share of the cap
-                due = started + got / self._rate
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                ahead = started + got / self._rate - time.monotonic()
+                if ahead > 0:  # (read once: a second reading could be negative, which sleep refuses)
+                    time.sleep(ahead)
         if response.read(1):
             raise Retry("the response is longer than the range asked for")
 
@@ -264,10 +278,12 @@ class Copy:
         self.out = out
         self.target = Target(spec["target"])
         self.fresh = spec.get("fresh", True)  # a new target reads zeros everywhere: zero chunks need nothing
+        self.plan = [Chunk(*chunk) for chunk in spec["chunks"]]  # (index, offset, length)
         self.todo: queue.Queue = queue.Queue()
-        for chunk in spec["chunks"]:
-            self.todo.put(tuple(chunk))  # (index, offset, length)
+        for chunk in self.plan:
+            self.todo.put(chunk)
         self.written: list[dict] = []
+        self.checkpointed: set[int] = set()
         self.lock = threading.Lock()
         self.read_bytes = 0
         self.failure: Fatal | None = None
@@ -286,6 +302,10 @@ class Copy:
                 self._checkpoint(flusher)
             self._checkpoint(flusher)
             copied = time.monotonic()
+            missing = [c.index for c in self.plan if c.index not in self.checkpointed]
+            if self.failure is None and missing:  # no thread may end without its chunks: say which are not done
+                self.failure = Fatal("internal", f"{describe_ranges(ranges(self.plan, missing))}: not copied,"
+                                                 " though no stream failed")
             if self.failure is None:
                 self.target.sync()
         finally:
@@ -304,9 +324,14 @@ class Copy:
             batch, self.written = self.written, []
             read = self.read_bytes
         if batch:
-            self.target.checkpoint(flusher)
+            try:
+                self.target.checkpoint(flusher)
+            except OSError as e:  # qemu-nbd gone: these chunks are not known to be written
+                self._fail(Fatal("target", f"flushing the destination: {e.strerror or e}"))
+                return
             for record in batch:
                 self.out(**record)
+                self.checkpointed.add(record["chunk"])
         self.out(read=read)
 
     def _stream(self) -> None:
@@ -314,12 +339,14 @@ class Copy:
         largest = max((c[2] for c in self.spec["chunks"]), default=0)
         buffer = bytearray(largest)
         zeros = bytes(largest)
+        chunk = None
         try:
             while not self.stop.is_set():
                 try:
-                    index, offset, length = self.todo.get_nowait()
+                    chunk = self.todo.get_nowait()
                 except queue.Empty:
                     return
+                index, offset, length = chunk.index, chunk.offset, chunk.length
                 view = memoryview(buffer)[:length]
                 self._fetch(source, index, offset, view)
                 is_zero = buffer.startswith(zeros if length == largest else zeros[:length])
@@ -333,7 +360,9 @@ class Copy:
         except Fatal as e:
             self._fail(e)
         except OSError as e:  # the target: full disk, qemu-nbd gone
-            self._fail(Fatal("target", f"writing the destination: {e.strerror or e}"))
+            self._fail(Fatal("target", f"{_bytes(chunk)}: writing the destination: {e.strerror or e}"))
+        except Exception as e:  # a bug, or a library failing in a way not foreseen: the copy must not pass
+            self._fail(Fatal("internal", f"{_bytes(chunk)}: internal error: {type(e).__name__}: {e}"))
         finally:
             source.close()
 
@@ -381,6 +410,10 @@ class Copy:
         self.stop.set()
 
 
+def _bytes(chunk: Chunk | None) -> str:
+    return "before the first chunk" if chunk is None else f"bytes {chunk.offset}-{chunk.end - 1}"
+
+
 # -- verify ------------------------------------------------------------------------------------------------
 
 def verify(spec: dict, out: Output) -> int:
@@ -388,7 +421,7 @@ def verify(spec: dict, out: Output) -> int:
     target = Target(spec["target"])
     todo: queue.Queue = queue.Queue()
     for chunk in spec["chunks"]:
-        todo.put(tuple(chunk))
+        todo.put(Chunk(*chunk))
     largest = max((c[2] for c in spec["chunks"]), default=0)
     known_zero = set(spec.get("zero", ()))  # holes of the destination: they read as zeros, unread
     failures: list[str] = []
@@ -396,12 +429,14 @@ def verify(spec: dict, out: Output) -> int:
     def check() -> None:
         buffer = memoryview(bytearray(largest))
         zeros = bytes(largest)
+        chunk = None
         try:
             while not failures:
                 try:
-                    index, offset, length = todo.get_nowait()
+                    chunk = todo.get_nowait()
                 except queue.Empty:
                     return
+                index, offset, length = chunk.index, chunk.offset, chunk.length
                 view = buffer[:length]
                 if index in known_zero or target.hole(offset, length):
                     view = memoryview(zeros)[:length]
@@ -409,7 +444,9 @@ def verify(spec: dict, out: Output) -> int:
                     target.read_into(view, offset)
                 out(checked=index, hash=chunk_hash(view))
         except OSError as e:
-            failures.append(f"reading the destination: {e.strerror or e}")
+            failures.append(f"{_bytes(chunk)}: reading the destination: {e.strerror or e}")
+        except Exception as e:  # the daemon also counts the chunks checked: this says why one is not
+            failures.append(f"{_bytes(chunk)}: internal error: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=check, daemon=True) for _ in range(spec.get("streams", 2))]
     for t in threads:
