@@ -1,6 +1,7 @@
-"""The transfer engine through the real daemon: parallel streams, verification by chunk hashes, and
-resume after a stall, a stop and a SIGKILL. The simulator holds each datastore stream to 16 MiB/s,
-as one stream of a real host, so a copy lasts long enough to be interrupted where the test wants."""
+"""The transfer engine through the real daemon: parallel streams, verification by chunk hashes,
+resume after a stall, a stop and a SIGKILL, and a start over that keeps nothing of the old file. The
+simulator holds each datastore stream to 16 MiB/s, as one stream of a real host, so a copy lasts long
+enough to be interrupted where the test wants."""
 
 from __future__ import annotations
 
@@ -196,3 +197,23 @@ def test_a_stopped_daemon_keeps_the_copy_queued_and_a_changed_source_starts_it_o
         assert "starting over: the source changed since the checkpoint: it was modified at" in messages
         assert job["progress"]["resumed_at_bytes"] == 0
         assert source.copied_to(output_file(out, source.name))
+
+
+def test_a_copy_started_over_on_an_old_raw_file_keeps_none_of_its_bytes(tmp_path, capped, capped_si):
+    with copying(tmp_path, capped, capped_si, 256 * MiB) as (d, source, out):
+        definition = source.definition(capped, str(out), verify=False)  # nothing else would notice
+        definition["destination"]["disk_format"] = "raw"
+        job_id = d.submit(definition)
+        d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 64 * MiB, 60)
+        assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+        image = out / f"{source.name}-disk1.img"
+        with open(image, "r+b") as f:  # bytes where the source holds zeros, as an earlier copy may leave them
+            for offset in (16 * MiB, 100 * MiB, 200 * MiB):
+                f.seek(offset)
+                f.write(b"\x5a" * 4096)
+        os.utime(source.flat)  # the source changed: the copy starts over
+        d.start()
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        assert "starting over: the source changed" in " ".join(h["message"] for h in job["history"])
+        assert source.copied_to(str(image), "raw")

@@ -2,7 +2,9 @@
 
 For each disk: the source's identity (size, Last-Modified) is taken; a checkpoint of the same
 source, chunk size and target lets the copy go on from the chunks already written, anything
-else starts it over (saying why). Each disk gets its streams from the vCenter's pool, runs its
+else starts it over (saying why) on an empty target: a raw file cut to nothing, a qcow2 made
+again, so that nothing an earlier run wrote stays where the source now holds zeros (a libvirt
+volume made beforehand is kept, and its zeros are written). Each disk gets its streams from the vCenter's pool, runs its
 worker, and reports its bytes; the job's progress is the sum, with a line per disk.
 """
 
@@ -31,7 +33,7 @@ class DiskTransfer:
     target: Target
     chunks: list[Chunk]
     done: dict[int, ChunkRecord] = field(factory=dict)
-    fresh: bool = True  # the target holds nothing of an earlier run
+    fresh: bool = True  # the copy starts on an empty target (made so before the worker runs)
     copied: int = 0  # bytes on the destination (checkpointed or verified)
 
     @property
@@ -132,8 +134,8 @@ class JobCopier:
         todo = remaining(disk.chunks, disk.done)
         if not todo:
             return 0
-        if disk.fresh and disk.target.format == "qcow2" and not disk.target.exists:
-            await self._create_qcow2(disk.target.path, disk.size)
+        if disk.fresh:
+            await self._empty_target(disk)
         streams = await self._pool.acquire(self._vcenter, self._streams)
         try:
             copy = DiskCopy(
@@ -150,11 +152,15 @@ class JobCopier:
         finally:
             self._pool.release(self._vcenter, streams)
 
-    async def _create_qcow2(self, path: str, size: int) -> None:
-        result = await self._processes.run("qemu-img create", ["qemu-img", "create", "-q", "-f", "qcow2", path,
-                                                               str(size)])
-        if not result.ok:
-            raise ToolFailed(result.describe("qemu-img create"))
+    async def _empty_target(self, disk: DiskTransfer) -> None:
+        """The worker skips chunks of zeros on a fresh target: it must read zeros everywhere."""
+        if disk.target.format == "qcow2":
+            result = await self._processes.run("qemu-img create", ["qemu-img", "create", "-q", "-f", "qcow2",
+                                                                   disk.target.path, str(disk.size)])
+            if not result.ok:
+                raise ToolFailed(result.describe("qemu-img create"))
+        else:
+            await self._thd(_thd_empty_file, disk.target.path)  # the worker extends it, sparse
 
     async def verify(self, disks: Sequence[DiskTransfer], progress: CopyProgress) -> None:
         """Read every destination disk locally by the same chunks and compare with the source's hashes."""
@@ -190,3 +196,7 @@ async def all_or_none(coroutines) -> list:
         await DeferredList(running, consumeErrors=True)
         raise
     return [result for _ok, result in outcomes]
+
+
+def _thd_empty_file(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
