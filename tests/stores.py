@@ -24,3 +24,12 @@ def make_store() -> JobStore:
     if current["engine"] == "postgresql":
         return JobStore(PostgresEngine(current["url"], ImmediateRunner()), None)
     return sqlite_store()
+
+
+def silence(store: JobStore, node: str, seconds: float) -> None:
+    """Make ``node``'s last heartbeat ``seconds`` older, by the database's clock (the one leases are
+    judged on): as if the node had been silent since."""
+    from tests.helpers import result_of
+
+    result_of(store.run_with_db(lambda db, box: db.execute(
+        "UPDATE nodes SET last_heartbeat = last_heartbeat - ? WHERE name = ?", (seconds, node))))

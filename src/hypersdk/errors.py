@@ -104,10 +104,12 @@ class Unavailable(HyperSDKError):
 
 
 class JobLost(HyperSDKError):
-    """Another node took this job over (this one lost its lease): its writes are refused."""
+    """Another node took this job over (this one lost its lease): its writes are refused, and this
+    node does nothing more for it, clean-up included (the destination is the new owner's)."""
 
     status = 409
     code = "conflict"
+    keep_destination = True
 
     def __init__(self, job_id: str):
         super().__init__(f"job {job_id} was taken over by another node")
@@ -142,3 +144,9 @@ class UpstreamTimeout(HyperSDKError):
 
 class ConfigError(Exception):
     """The configuration file is wrong; start-up stops with this one line."""
+
+
+class SecretsUnreadable(HyperSDKError):
+    """Stored secrets that this node's key file cannot open."""
+
+    code = "secrets_unreadable"

@@ -28,6 +28,7 @@ from . import events
 from .events import EventBus
 from .jobs.definition import SubmitContext
 from .cluster.events import EventBridge
+from .cluster.fence import Fence
 from .cluster.membership import Membership
 from .jobs.manager import RESUMABLE_STAGES, JobManager
 from .logs import build_observer
@@ -59,7 +60,9 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     bridge = event_bridge(engine, reactor, bus, store)  # None: one node (SQLite)
     announce = bridge.announce if bridge is not None else (lambda topic: None)
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
-    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store)
+    nodes = NodeStore(store)
+    fence = Fence(reactor, config.cluster.lease, nodes.owns)  # stops this node's copies when its lease lapses
+    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store, confirm=fence.confirm)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
@@ -74,9 +77,10 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     )
     scheduler = Scheduler(ScheduleStore(store, on_change=lambda: announce("schedules")), manager, reactor, bus,
                           vm_finder(vsphere), context)
-    membership = Membership(NodeStore(store), manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
+    fence.follow(manager.fence, manager.unfence)
+    membership = Membership(nodes, manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
                             lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES, webhooks=webhooks,
-                            scheduler=scheduler)
+                            scheduler=scheduler, fence=fence)
     if bridge is not None:
         bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload},
                       cancel=manager.cancel_here)

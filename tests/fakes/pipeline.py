@@ -5,11 +5,15 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
+from hypersdk.pipeline.migration import Suspended
+
 
 class ScriptedRun:
     def __init__(self, spec, job_id, reporter, clock, cleanup_seconds):
         self.spec, self.job_id, self.reporter = spec, job_id, reporter
         self.cancelled = False
+        self.resumable = False  # a copy with checkpoints: stopped from outside, it is kept to resume
+        self.suspended = None  # why it was stopped from outside
         self.cleaned_up = False
         self._clock = clock
         self._cleanup_seconds = cleanup_seconds
@@ -25,6 +29,8 @@ class ScriptedRun:
             self.cancelled = True
             if self._cleanup_seconds:
                 await deferLater(self._clock, self._cleanup_seconds, lambda: None)
+            if self.suspended is not None and self.resumable:
+                raise Suspended(self.suspended) from None
             self.cleaned_up = True
             raise
 
@@ -50,8 +56,9 @@ class ScriptedPipeline:
     def inspection_problem(self):
         return None
 
-    def suspend(self, job_id):
-        pass
+    def suspend(self, job_id, why):
+        if job_id in self.runs:
+            self.runs[job_id].suspended = why
 
     async def preflight(self, spec):
         self.preflighted = getattr(self, "preflighted", []) + [spec.vm_path]

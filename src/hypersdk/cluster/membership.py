@@ -2,7 +2,9 @@
 
 Every ``heartbeat_interval`` the node renews its lease, learns which of its running jobs another
 node has taken over (they are stopped here, keeping what they wrote), settles the jobs of nodes
-whose lease expired, and refreshes the job counts and the node list that ``/status`` shows.
+whose lease expired, and refreshes the job counts and the node list that ``/status`` shows. Each
+renewal that succeeds is reported to the fence, which stops this node's copies when renewals stop
+succeeding (see fence.py).
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..store.nodes import NodeStore
+from .fence import Fence
 from .outage import OnceLogged
+
+
+STOP_SECONDS = 3.0  # how long stopping waits for the database to record that this node left
 
 
 class Membership:
     log = Logger()
 
     def __init__(self, nodes: NodeStore, manager, clock, *, heartbeat_interval: float, lease_seconds: float,
-                 resumable_stages=(), webhooks=None, scheduler=None):
+                 resumable_stages=(), webhooks=None, scheduler=None, fence: Optional[Fence] = None):
         self._nodes = nodes
+        self.fence = fence or Fence(clock, lease_seconds, nodes.owns)
         self._manager = manager
         self._webhooks = webhooks  # sends the pending deliveries it adopts from lost nodes
         self._scheduler = scheduler  # follows the schedule runs it adopts
@@ -41,7 +48,9 @@ class Membership:
 
     async def start(self) -> None:
         """Take this node's name (refused while another live daemon holds it)."""
-        await self._nodes.register(self._clock.seconds(), self._lease)
+        sent = self._clock.seconds()
+        await self._nodes.register(self._lease)
+        self.fence.renewed(sent)
         self._connected_since = self._clock.seconds()
         self.known = await self._nodes.nodes()
         self._loop = LoopingCall(self._beat)
@@ -60,13 +69,15 @@ class Membership:
     async def beat(self) -> None:
         now = self._clock.seconds()
         try:
-            renewed = await self._nodes.heartbeat(now)
+            renewed = await self._nodes.heartbeat()
         except Exception:
             self._connected_since = None
             raise
         if self._connected_since is None:
             self._connected_since = now
-        if not renewed:
+        if renewed:
+            self.fence.renewed(now)
+        else:
             self.log.error("another daemon has taken node_name {name}: this one stops taking jobs", name=self.name)
             self._manager.pause("another daemon has taken this node's name")
         running = self._manager.running_ids()
@@ -76,11 +87,11 @@ class Membership:
             if lost:
                 self._manager.lose(lost)
         if now - self._connected_since >= self._lease:
-            await self._take_over(now)
+            await self._take_over()
         await self.refresh()
 
-    async def _take_over(self, now: float) -> None:
-        settled, adopted = await self._nodes.take_over(now, self._lease, self._resumable)
+    async def _take_over(self) -> None:
+        settled, adopted = await self._nodes.take_over(self._lease, self._resumable)
         if settled:
             self._manager.took_over(settled)
         if adopted:
@@ -95,12 +106,21 @@ class Membership:
         await self._manager.refresh_counts()
         self.known = await self._nodes.nodes()
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = STOP_SECONDS) -> None:
+        """Stop beating and mark this node stopped; a database that does not answer within ``within``
+        seconds is not waited for (the others then judge this node by its lease)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self.fence.stop()
+        leaving = Deferred.fromCoroutine(self._leave())
+        leaving.addTimeout(within, self._clock)
+        try:
+            await leaving
+        except Exception as e:
+            self.log.warn("could not mark node {name} stopped: {error}", name=self.name,
+                          error=str(e) or type(e).__name__)
+
+    async def _leave(self) -> None:
         if self._beating is not None:
             await self._beating
-        try:
-            await self._nodes.leave(self._clock.seconds())
-        except Exception as e:
-            self.log.warn("could not mark node {name} stopped: {error}", name=self.name, error=str(e))
+        await self._nodes.leave()

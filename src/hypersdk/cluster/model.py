@@ -68,13 +68,15 @@ def name_in_use(holder: Optional[Node], me: NodeId, now: float, lease_seconds: f
             f" ({lease_seconds:.0f} s) to expire")
 
 
-def takeover(node: str, last_heartbeat_age: float, stage: str, resumable_stages: Sequence[str],
+def takeover(node: str, state: str, last_heartbeat_age: float, stage: str, resumable_stages: Sequence[str],
              checkpoint_targets: Sequence[str], unreachable: Sequence[str]) -> Takeover:
-    """The fate of a job left running by a lost node.
+    """The fate of a job left running by a node whose lease expired: lost (silent), or stopped with
+    jobs still running (its stop timed out).
 
     A copy with checkpoints goes back to the queue to resume, provided its destination files can be
-    reached from the node taking it over; every other job fails with an error naming the lost node."""
-    lost = f"node {node} was lost (no heartbeat for {last_heartbeat_age:.0f} s) during {stage}"
+    reached from the node taking it over; every other job fails with an error naming the node."""
+    how = "stopped" if state == STOPPED else "was lost"
+    lost = f"node {node} {how} (no heartbeat for {last_heartbeat_age:.0f} s) during {stage}"
     if stage in resumable_stages and checkpoint_targets:
         if not unreachable:
             return Takeover(True, f"{lost}: resuming from its checkpoints on another node")

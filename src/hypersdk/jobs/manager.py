@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .. import events
-from ..errors import Conflict, HyperSDKError, JobNotFound, Unavailable
+from ..errors import Conflict, HyperSDKError, JobLost, JobNotFound, SecretsUnreadable, Unavailable
 from ..events import Event, EventBus
 from ..store.base import JobStore
 from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
@@ -39,8 +39,9 @@ class Pipeline(Protocol):
     async def preflight(self, spec: JobSpec) -> None:
         """Raise InvalidField for a job that cannot succeed, when that is cheap to know at submit."""
 
-    def suspend(self, job_id: str) -> None:
-        """The daemon is stopping: keep what can be resumed (the run then ends with a ``requeue`` error)."""
+    def suspend(self, job_id: str, why: str) -> None:
+        """The job is being stopped for ``why`` (the daemon stops, the node fenced itself or lost the
+        job): keep what can be resumed (the run then ends with a ``requeue`` error saying ``why``)."""
 
 
 @define
@@ -77,7 +78,8 @@ class JobManager:
         self._running: dict[str, _Run] = {}
         self._counts = dict.fromkeys(STATUSES, 0)
         self._stopping = False
-        self._paused: Optional[str] = None  # why this node takes no more jobs
+        self._paused: Optional[str] = None  # why this node takes no more jobs, for good
+        self._fenced: Optional[str] = None  # why it takes none until its lease is renewed
         self._filling = False
         self._fill_again = False
 
@@ -99,7 +101,7 @@ class JobManager:
         self._stopping = True
         waits = [run.when_done() for run in self._running.values()]
         for run in list(self._running.values()):
-            self._pipeline.suspend(run.job.id)
+            self._pipeline.suspend(run.job.id, f"the daemon stopped during {run.reporter.stage}: resumes at its next start")
             self._cancel_run(run, "shutdown")
         if waits:
             await _within(self._clock, DeferredList(waits), STOP_WAIT_SECONDS)
@@ -116,7 +118,7 @@ class JobManager:
             run = self._running.get(job_id)
             if run is not None:
                 self.log.warn("job {job_id} was taken over by another node: stopping it here", job_id=job_id)
-                self._pipeline.suspend(job_id)
+                self._pipeline.suspend(job_id, "taken over by another node")
                 self._cancel_run(run, "lost")
 
     def took_over(self, settled: Sequence[tuple[Job, bool]]) -> None:
@@ -129,6 +131,21 @@ class JobManager:
 
     def pause(self, reason: str) -> None:
         self._paused = reason
+
+    def fence(self, reason: str) -> None:
+        """This node cannot renew its lease: stop its copies now, keeping their files to resume (on
+        this node or the one that takes them over), and claim nothing until ``unfence``. Jobs in
+        other stages go on; the pipeline confirms ownership before each side effect."""
+        self._fenced = reason
+        for run in list(self._running.values()):
+            if run.reporter.stage in RESUMABLE_STAGES:
+                self._pipeline.suspend(run.job.id, f"stopped during {run.reporter.stage}: {reason}: resumes from"
+                                                   " its checkpoints")
+                self._cancel_run(run, "fenced")
+
+    def unfence(self) -> None:
+        self._fenced = None
+        self._fill()
 
     async def refresh_counts(self) -> None:
         """The job counts of the whole cluster (other nodes move jobs too)."""
@@ -299,7 +316,8 @@ class JobManager:
         try:
             while True:
                 self._fill_again = False
-                while not self._stopping and not self._paused and len(self._running) < self._worker_count:
+                while (not self._stopping and not self._paused and not self._fenced
+                       and len(self._running) < self._worker_count):
                     job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
                     if job is None:
                         break
@@ -330,8 +348,19 @@ class JobManager:
                 outcome = (FAILED, f"interrupted: daemon stopped during {run.reporter.stage}", None)
             elif run.cancel_reason == "lost":  # the store refuses this write: the job is another node's
                 outcome = (FAILED, "taken over by another node", None)
+            elif run.cancel_reason == "fenced":
+                outcome = (FAILED, f"{run.reporter.stage}: stopped: {self._fenced or 'this node lost its lease'}", None)
             else:
                 outcome = (CANCELLED, None, None)
+        except JobLost:  # another node runs it now: nothing of this run is stored
+            self._drop(run)
+            return
+        except SecretsUnreadable as e:  # not the key the job was sealed with: every job would fail here
+            error = (f"{run.reporter.stage}: its {e.message}: every node needs the same key file; node"
+                     f" {self._store.node.name} takes no more jobs until it is restarted with it")
+            self.pause(error)
+            self.log.error("job {job_id} failed: {error}", job_id=job_id, error=error)
+            outcome = (FAILED, error, None)
         except HyperSDKError as e:  # some failures carry what the job found (a boot check's console)
             if getattr(e, "requeue", False):  # suspended by the daemon's stop: back to the queue
                 outcome = (PENDING, e.message, None)
@@ -370,6 +399,14 @@ class JobManager:
             self.log.info("job {job_id} {status}{detail}", job_id=job_id, status=status, error=error,
                           detail=f": {error}" if error else "")
             self._publish({COMPLETED: events.JOB_COMPLETED, FAILED: events.JOB_FAILED}.get(status, events.JOB_CANCELLED), job)
+
+    def _drop(self, run: _Run) -> None:
+        """A run whose job another node has taken over: it ends here without a write."""
+        self.log.warn("job {job_id} was taken over by another node: this node stopped it", job_id=run.job.id)
+        del self._running[run.job.id]  # (it still runs, elsewhere: the cluster's counts are unchanged)
+        for waiter in run.waiters:
+            waiter.callback(RUNNING)
+        self._fill()
 
     async def _requeue(self, run: _Run, note: str) -> None:
         job_id = run.job.id

@@ -6,5 +6,5 @@ from ..config import Config
 from .migration import MigrationPipeline
 
 
-def build_pipeline(config: Config, reactor, *, cwd: str, vsphere, store) -> MigrationPipeline:
-    return MigrationPipeline(reactor, config, cwd, vsphere, store)
+def build_pipeline(config: Config, reactor, *, cwd: str, vsphere, store, confirm=None) -> MigrationPipeline:
+    return MigrationPipeline(reactor, config, cwd, vsphere, store, confirm=confirm)

@@ -5,6 +5,12 @@ connecting → discovery → preparation → conversion → verification → ins
 job manager prefixes it) and the cause. Whatever the job created on the
 destination is removed when it fails or is cancelled: the ``undo`` list runs in
 reverse, each step bounded (a boot check that failed may keep it to look at).
+
+Before each side effect on the destination (creating disks and copying into them,
+changing the guest, defining or starting the domain, and the clean-up) the job
+confirms that this node still holds its lease and the job (``confirm``, from
+cluster/fence.py): a job another node has taken over is left alone, its files
+included, since they are the new owner's now.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -63,7 +69,8 @@ class UnsupportedGuest(HyperSDKError):
 
 
 class Suspended(HyperSDKError):
-    """A copy the daemon's stop interrupted, its destination and checkpoints kept: the job waits in the queue."""
+    """A copy stopped from outside (the daemon's stop, the node fencing itself), its destination and
+    checkpoints kept: the job waits in the queue."""
 
     code = "suspended"
     requeue = True
@@ -79,7 +86,7 @@ class _Job:
     undo: list = field(factory=list)
     stage_seconds: dict = field(factory=dict)
     copying: Optional[Copying] = None
-    suspending: bool = False  # the daemon is stopping: a copy with checkpoints is kept to resume
+    suspending: Optional[str] = None  # why it is stopped from outside: a copy with checkpoints is kept to resume
     _stage_started: float = 0.0
 
     def stage(self, name: str, message: str = "") -> None:
@@ -97,11 +104,12 @@ class MigrationPipeline:
     log = Logger()
 
     def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, store,
-                 processes: Optional[ProcessRunner] = None):
+                 processes: Optional[ProcessRunner] = None, confirm: Optional[Callable[[str], Awaitable]] = None):
         self._reactor = reactor
         self._config = config
         self._store = store  # transfer checkpoints
-        self._streams = StreamPool(config.limits.streams_per_vcenter)
+        self._streams = StreamPool(store, reactor, config.limits.streams_per_vcenter)
+        self._confirm = confirm or _owned_alone  # raises JobLost for a job this node no longer holds
         self._jobs: dict[str, _Job] = {}
         self._timeout = config.pipeline.connect_timeout
         self._work_root = os.path.join(cwd, config.pipeline.work_dir)
@@ -145,10 +153,10 @@ class MigrationPipeline:
     def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
         return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter))
 
-    def suspend(self, job_id: str) -> None:
-        """The daemon is stopping: a copy with checkpoints keeps what it wrote, to resume at the next start."""
+    def suspend(self, job_id: str, why: str) -> None:
+        """The job is stopped from outside for ``why``: a copy with checkpoints keeps what it wrote, to resume."""
         if job_id in self._jobs:
-            self._jobs[job_id].suspending = True
+            self._jobs[job_id].suspending = why
 
     async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> dict:
         job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds)
@@ -160,12 +168,12 @@ class MigrationPipeline:
             result = await self._stages(job)
         except BaseException as e:  # failure or cancellation: leave nothing behind (unless asked to keep it)
             resumable = job.copying is not None and job.copying.resumable and job.reporter.stage in RESUMABLE_STAGES
-            suspended = isinstance(e, CancelledError) and job.suspending and resumable
+            suspended = isinstance(e, CancelledError) and job.suspending is not None and resumable
             keep = getattr(e, "keep_destination", False) or suspended
             if not keep:
-                await self._undo(job)
+                keep = not await self._undo(job)
             if suspended:
-                raise Suspended(f"the daemon stopped during {job.reporter.stage}: resumes at its next start") from None
+                raise Suspended(job.suspending) from None
             raise
         finally:
             del self._jobs[job_id]
@@ -204,6 +212,7 @@ class MigrationPipeline:
         prepared = await self._prepare_source(job, params, vm)
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
+        await self._confirm(job.job_id)
         readers = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
                                      method=spec.options.conversion_method, config=self._config)
         guest_conversion = spec.options.conversion_method == "virt-v2v"
@@ -224,10 +233,12 @@ class MigrationPipeline:
         else:
             delivered = [disk.target.path if disk.staged else None for disk in planned]
 
+        await self._confirm(job.job_id)  # inspection may write into the guest's disk
         adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
                                                    for disk, path in zip(planned, delivered)])
 
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
+        await self._confirm(job.job_id)
         for disk, local_file in zip(planned, delivered):
             if local_file is not None:
                 await destination.deliver(disk, local_file, _upload_message(job.reporter, disk.index, len(planned)))
@@ -239,6 +250,7 @@ class MigrationPipeline:
         domain = await destination.define(xml)
 
         checked = None
+        await self._confirm(job.job_id)
         if spec.options.boot_check is not None:
             checked = await self._boot_check(job, host, domain, xml)
         elif spec.destination.start:
@@ -300,7 +312,7 @@ class MigrationPipeline:
     def _copying(self, job: _Job, params: VCenterParams, readers, verify_mode) -> Copying:
         pipeline = self._config.pipeline
         copier = JobCopier(
-            processes=self._processes, clock=self._reactor, store=self._store, pool=self._streams,
+            processes=self._processes, clock=self._reactor, store=self._store, pool=self._streams.for_job(job.job_id),
             vcenter=params.where.lower(), job_id=job.job_id, in_thread=self._thd, renew_cookie=readers.renew_cookie,
             refresh_cookie=readers.refresh_cookie, streams_per_disk=pipeline.streams_per_disk,
             stall_timeout=pipeline.stall_timeout, chunk_size=CHUNK_SIZE,
@@ -336,7 +348,16 @@ class MigrationPipeline:
             done["cdroms_removed"] = await self._vsphere.remove_cdroms(params, job.spec.vm_path)
         return done
 
-    async def _undo(self, job: _Job) -> None:
+    async def _undo(self, job: _Job) -> bool:
+        """Remove what the job created; False when this node cannot confirm the job is still its own
+        (taken over, or the database cannot say before the daemon stops): then nothing is touched."""
+        if job.undo:
+            try:
+                await self._confirm(job.job_id)
+            except Exception as e:
+                self.log.warn("job {job_id}: its destination is left as it is: {why}", job_id=job.job_id,
+                              why=getattr(e, "message", None) or repr(e))
+                return False
         for description, action in reversed(job.undo):
             try:
                 d = ensureDeferred(action())
@@ -346,9 +367,14 @@ class MigrationPipeline:
             except Exception as e:
                 self.log.error("job {job_id}: could not {what}: {error}", job_id=job.job_id, what=description,
                                error=getattr(e, "message", None) or repr(e))
+        return True
 
     def _thd(self, fn, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._threads, fn, *args)
+
+
+async def _owned_alone(job_id: str) -> None:
+    """Without a fence (tests of the pipeline alone), every job is this node's."""
 
 
 def _check_source(vm: VmInfo) -> None:

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from .hung import abort_connection
 from .runner import ThreadRunner
 
 WAIT_SECONDS = 1.0  # how often the listening thread looks whether it should stop
@@ -44,6 +45,8 @@ class PgChannel:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._send_conn is not None:  # a send the server never answers would hold the thread for good
+            abort_connection(self._send_conn)
         self._sender.run(self._thd_close_sender)
         self._sender.stop()
         if self._thread is not None:

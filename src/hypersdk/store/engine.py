@@ -58,6 +58,14 @@ class Db:
         """A context manager: everything inside commits together, or nothing does."""
         return self._transaction()
 
+    def server_now(self) -> float:
+        """The database server's clock (UNIX seconds): the one clock every node sharing it agrees on."""
+        return float(self.one(f"SELECT {_SERVER_NOW[self.dialect]} AS now")["now"])
+
+
+_SERVER_NOW = {"sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+               "postgresql": "extract(epoch from clock_timestamp())::double precision"}
+
 
 class SQLiteEngine:
     """One file, WAL mode, one connection used from the store's single thread (or inline in tests)."""
@@ -85,6 +93,13 @@ class SQLiteEngine:
         return self._runner.run(lambda: fn(self.db, *args))
 
     run_durable = run  # one file on this host: no outage to wait through
+
+    def thd_run(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(db, *args)``, already on the store's thread."""
+        return fn(self.db, *args)
+
+    def abort_calls(self) -> None:
+        """(A local file: no call waits for a server.)"""
 
     @property
     def db(self) -> Db:

@@ -18,11 +18,12 @@ from typing import Any, Callable, Optional, Sequence
 from attrs import asdict, fields
 
 from ..cluster.model import NodeId
-from ..errors import Conflict, JobLost
+from ..errors import Conflict
 from ..jobs.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, HistoryEntry, Job, NewJob, Progress
 from . import transfers
 from .engine import Db
-from .secretbox import SecretBox, thd_load_or_create_key
+from .ownership import thd_check_owned
+from .secretbox import SecretBox, thd_open_box
 
 JOB_COLUMNS = ("id, status, definition, progress, result, error, created_at, started_at, completed_at, updated_at,"
                 " vcenter_key, node")
@@ -75,9 +76,11 @@ class JobStore:
 
     def _thd_open(self) -> None:
         self._engine.thd_open()
-        self._box = SecretBox(thd_load_or_create_key(self._key_path)) if self._key_path else SecretBox.generate()
+        self._box = self._engine.thd_run(thd_open_box, self._key_path) if self._key_path else SecretBox.generate()
 
     def close(self):
+        """Close the database; calls still waiting for a server that does not answer are cut first."""
+        self._engine.abort_calls()
         return self._engine.call(self._engine.thd_close)
 
     def ping(self):
@@ -87,6 +90,10 @@ class JobStore:
         """``fn(db, secret_box, *args)`` on the engine's thread: for the stores that share this
         database (schedules, webhooks)."""
         return self._engine.run(lambda db: fn(db, self._box, *args))
+
+    def run_with_db_durable(self, fn: Callable[..., Any], *args):
+        """As ``run_with_db``, waiting through an outage of the database (for a running job)."""
+        return self._engine.run_durable(lambda db: fn(db, self._box, *args))
 
     # -- writes --------------------------------------------------------------
 
@@ -219,9 +226,7 @@ class JobStore:
     def _thd_owned(self, db: Db, job_id: str, fn: Callable[..., Any], *args) -> Any:
         """``fn(db, job_id, *args)`` in a transaction, if this instance still runs the job."""
         with db.transaction():
-            if not db.one(f"SELECT 1 AS found FROM jobs WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
-                          (job_id, self.node.instance)):
-                raise JobLost(job_id)
+            thd_check_owned(db, job_id, self.node.instance)
             return fn(db, job_id, *args)
 
     def transfers(self, job_id: str):

@@ -23,20 +23,24 @@ _LOCK = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
 class NodeStore:
+    """Leases are judged on the database server's clock, never on the nodes' own: nodes whose clocks
+    disagree still agree on whose lease has expired."""
+
     def __init__(self, store: JobStore):
         self._with_db = store.run_with_db
+        self._with_db_durable = store.run_with_db_durable
         self.me = store.node
 
-    def register(self, now: float, lease_seconds: float, pid_alive: Callable[[int], bool] = None):
+    def register(self, lease_seconds: float, pid_alive: Callable[[int], bool] = None):
         """Take this node's name (errors.Conflict if a live daemon holds it)."""
-        return self._with_db(_thd_register, self.me, now, lease_seconds, pid_alive or _pid_alive)
+        return self._with_db(_thd_register, self.me, lease_seconds, pid_alive or _pid_alive)
 
-    def heartbeat(self, now: float):
+    def heartbeat(self):
         """Renew this node's lease; False if another instance has taken its name."""
-        return self._with_db(_thd_set_state, self.me, UP, now)
+        return self._with_db(_thd_set_state, self.me, UP)
 
-    def leave(self, now: float):
-        return self._with_db(_thd_set_state, self.me, STOPPED, now)
+    def leave(self):
+        return self._with_db(_thd_set_state, self.me, STOPPED)
 
     def nodes(self):
         """Every node with the number of jobs it runs: [(Node, running_jobs)]."""
@@ -46,11 +50,16 @@ class NodeStore:
         """Which of ``job_ids`` this instance still runs (the others were taken over)."""
         return self._with_db(_thd_still_mine, self.me, list(job_ids))
 
-    def take_over(self, now: float, lease_seconds: float, resumable_stages: Sequence[str],
+    def owns(self, job_id: str):
+        """Whether this instance still runs ``job_id`` (through an outage: waits for the database)."""
+        return self._with_db_durable(lambda db, box: job_id in _thd_still_mine(db, box, self.me, [job_id]))
+
+    def take_over(self, lease_seconds: float, resumable_stages: Sequence[str],
                   reachable: Callable[[str], bool] = os.path.exists):
-        """Mark nodes whose lease expired as lost, settle their running jobs and adopt their pending
-        webhook deliveries and unfinished schedule runs: ([(Job, requeued)], how many adopted)."""
-        return self._with_db(_thd_take_over, self.me, now, lease_seconds, tuple(resumable_stages), reachable)
+        """Settle the running jobs of nodes whose lease expired (lost ones, and stopped ones that left
+        jobs running) and adopt their pending webhook deliveries and unfinished schedule runs:
+        ([(Job, requeued)], how many adopted)."""
+        return self._with_db(_thd_take_over, self.me, lease_seconds, tuple(resumable_stages), reachable)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -68,8 +77,9 @@ def _node(row) -> Node:
                 started_at=row["started_at"], last_heartbeat=row["last_heartbeat"])
 
 
-def _thd_register(db: Db, box, me: NodeId, now: float, lease_seconds: float, pid_alive) -> None:
+def _thd_register(db: Db, box, me: NodeId, lease_seconds: float, pid_alive) -> None:
     with db.transaction():
+        now = db.server_now()
         db.execute("INSERT INTO nodes (name, instance, host, pid, state, started_at, last_heartbeat)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
                    (me.name, me.instance, me.host, me.pid, UP, now, now))
@@ -82,10 +92,10 @@ def _thd_register(db: Db, box, me: NodeId, now: float, lease_seconds: float, pid
                    " WHERE name = ?", (me.instance, me.host, me.pid, UP, now, now, me.name))
 
 
-def _thd_set_state(db: Db, box, me: NodeId, state: str, now: float) -> bool:
+def _thd_set_state(db: Db, box, me: NodeId, state: str) -> bool:
     with db.transaction():
         return db.execute("UPDATE nodes SET state = ?, last_heartbeat = ? WHERE name = ? AND instance = ?",
-                          (state, now, me.name, me.instance)).rowcount == 1
+                          (state, db.server_now(), me.name, me.instance)).rowcount == 1
 
 
 def _thd_nodes(db: Db, box) -> list[tuple[Node, int]]:
@@ -103,25 +113,27 @@ def _thd_still_mine(db: Db, box, me: NodeId, job_ids: list[str]) -> set[str]:
     return {row["id"] for row in rows}
 
 
-def _thd_take_over(db: Db, box, me: NodeId, now: float, lease_seconds: float, resumable: tuple[str, ...],
+def _thd_take_over(db: Db, box, me: NodeId, lease_seconds: float, resumable: tuple[str, ...],
                    reachable: Callable[[str], bool]) -> tuple[list[tuple[Job, bool]], int]:
     settled: list[tuple[Job, bool]] = []
     adopted = 0
     with db.transaction():
-        candidates = db.all(f"SELECT * FROM nodes WHERE state = '{UP}' AND name != ? AND last_heartbeat < ?"
-                            f"{_LOCK[db.dialect]}", (me.name, now - lease_seconds))
-        for lost in map(_node, candidates):
-            db.execute("UPDATE nodes SET state = ? WHERE name = ? AND instance = ?", (LOST, lost.name, lost.instance))
+        now = db.server_now()
+        candidates = db.all(f"SELECT * FROM nodes WHERE state IN ('{UP}', '{STOPPED}') AND name != ?"
+                            f" AND last_heartbeat < ?{_LOCK[db.dialect]}", (me.name, now - lease_seconds))
+        for gone in map(_node, candidates):
+            if gone.state == UP:
+                db.execute("UPDATE nodes SET state = ? WHERE name = ? AND instance = ?", (LOST, gone.name, gone.instance))
             for row in db.all(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND owner = ?",
-                              (RUNNING, lost.instance)):
-                settled.append(_settle(db, job_from_row(row), lost, now, resumable, reachable))
-            adopted += thd_adopt_deliveries(db, lost.name, me.name) + thd_adopt_runs(db, lost.name, me.name)
+                              (RUNNING, gone.instance)):
+                settled.append(_settle(db, job_from_row(row), gone, now, resumable, reachable))
+            adopted += thd_adopt_deliveries(db, gone.name, me.name) + thd_adopt_runs(db, gone.name, me.name)
     return settled, adopted
 
 
-def _settle(db: Db, job: Job, lost: Node, now: float, resumable, reachable) -> tuple[Job, bool]:
+def _settle(db: Db, job: Job, gone: Node, now: float, resumable, reachable) -> tuple[Job, bool]:
     targets = transfers.thd_targets(db, job.id)
-    fate = takeover(lost.name, now - lost.last_heartbeat, job.progress.stage, resumable, targets,
+    fate = takeover(gone.name, gone.state, now - gone.last_heartbeat, job.progress.stage, resumable, targets,
                     [t for t in targets if not reachable(t)])
     if fate.requeue:
         return requeue_job(db, job.id, now, (RUNNING,), fate.message), True

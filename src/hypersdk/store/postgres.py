@@ -4,6 +4,14 @@ psycopg 3 is blocking: its calls run in this engine's own thread pool, each with
 a psycopg-pool (autocommit; a transaction is an explicit block). Every statement has a timeout,
 and so has waiting for a connection. The schema's numbered migrations run under an advisory lock,
 so that nodes starting together migrate once.
+
+A network that dies is noticed by TCP keepalives and ``tcp_user_timeout`` within seconds. A peer
+that still acknowledges every byte but never answers (a hung proxy or pooler, a stopped process
+whose kernel still holds the socket) is noticed by nothing of TCP's: a call that takes longer
+than the statement timeout (and a margin) has its socket shut down, which libpq reports at once, and so has every
+call still waiting when the daemon stops, so that no thread is left blocked. The server ends a
+transaction whose client went quiet (``idle_in_transaction_session_timeout``), so the row and
+advisory locks of a node cut off mid-transaction do not hold the others up.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from ..errors import Unavailable
 
 from .channel import PgChannel
 from .engine import Db, migrations
+from .hung import CallsInFlight
 from .runner import ThreadRunner
 
 MIGRATION_LOCK = 0x68797065  # an advisory lock id of this application's own ("hype")
@@ -26,6 +35,11 @@ CONNECT_SECONDS = 10
 STATEMENT_SECONDS = 30
 POOL_WAIT_SECONDS = 3.0  # a call waits this long for a connection before the server counts as unreachable
 PROBE_SECONDS = 1.0  # while the server is down, how often to look whether it is back
+IDLE_IN_TRANSACTION_SECONDS = 10  # the server ends a transaction whose client has gone quiet this long
+# A dead network: probes after 5 s of silence, every 2 s, 3 unanswered ones end the connection; data
+# sent and not acknowledged within 10 s ends it too.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+              "tcp_user_timeout": 10_000}
 log = Logger()
 
 
@@ -48,12 +62,27 @@ class PostgresEngine:
         self._probe: Optional[LoopingCall] = None
         self._up_waiters: list[Deferred] = []
         self._stopped = False
+        self._calls = CallsInFlight(STATEMENT_SECONDS + 15)  # a call unanswered this long is cut
+        self._watchdog: Optional[LoopingCall] = None
 
     def start(self) -> None:
         self._runner.start()
+        if self._clock is not None:
+            self._watchdog = LoopingCall(self._calls.cut, True)
+            self._watchdog.clock = self._clock
+            self._watchdog.start(1.0, now=False)
+
+    def abort_calls(self) -> None:
+        """The daemon is closing the store: cut every call still waiting for the server."""
+        self._stopped = True
+        cut = self._calls.cut(False)
+        if cut:
+            log.warn("cut {count} database call(s) that the server had not answered", count=cut)
 
     def stop(self) -> None:
         self._stopped = True
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         if self._probe is not None and self._probe.running:
             self._probe.stop()
         waiters, self._up_waiters = self._up_waiters, []
@@ -89,6 +118,10 @@ class PostgresEngine:
                 self._up_waiters.append(waiter)
                 await waiter
 
+    def thd_run(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(db, *args)``, already on one of the engine's threads."""
+        return self._thd_with_connection(fn, args)
+
     def _thd_with_connection(self, fn: Callable[..., Any], args: tuple, probing: bool = False) -> Any:
         import psycopg
         from psycopg_pool import PoolTimeout
@@ -98,7 +131,7 @@ class PostgresEngine:
         if self._down is not None and not probing:  # found down while this call waited for a thread
             raise DatabaseUnreachable(self._down[1])
         try:
-            with self._pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
+            with self._pool.connection(timeout=POOL_WAIT_SECONDS) as conn, self._calls.watched(conn):
                 return fn(Db(conn, self.dialect, conn.transaction), *args)
         except PoolTimeout as e:
             raise DatabaseUnreachable(f"no connection within {POOL_WAIT_SECONDS:g} s") from e
@@ -187,8 +220,10 @@ def conninfo(url: str, password: Optional[str]) -> str:
     from psycopg.conninfo import make_conninfo
 
     parts = urllib.parse.urlsplit(url)
-    options = {"connect_timeout": CONNECT_SECONDS, "options": f"-c statement_timeout={STATEMENT_SECONDS * 1000}",
-               "application_name": "hypersdk"}
+    options = {"connect_timeout": CONNECT_SECONDS, "application_name": "hypersdk", **KEEPALIVES,
+               "options": f"-c statement_timeout={STATEMENT_SECONDS * 1000}"
+                          f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS * 1000}"}
     if password is not None:
         options["password"] = password
     return make_conninfo(urllib.parse.urlunsplit(parts), **options)
+

@@ -38,13 +38,15 @@ def test_a_name_is_free_when_unheld_stopped_lost_expired_or_its_holder_here_is_d
 
 
 def test_a_copy_with_checkpoints_it_can_reach_resumes_and_anything_else_fails_naming_the_lost_node():
-    resumed = takeover("conv-2", 41.7, "conversion", ("conversion",), ["/srv/a.qcow2"], [])
+    resumed = takeover("conv-2", "up", 41.7, "conversion", ("conversion",), ["/srv/a.qcow2"], [])
     assert resumed.requeue
     assert resumed.message == ("node conv-2 was lost (no heartbeat for 42 s) during conversion:"
                                " resuming from its checkpoints on another node")
-    unreachable = takeover("conv-2", 40, "conversion", ("conversion",), ["/srv/a.qcow2"], ["/srv/a.qcow2"])
+    unreachable = takeover("conv-2", "up", 40, "conversion", ("conversion",), ["/srv/a.qcow2"], ["/srv/a.qcow2"])
     assert not unreachable.requeue and "/srv/a.qcow2" in unreachable.message and "conv-2" in unreachable.message
-    no_checkpoint = takeover("conv-2", 40, "conversion", ("conversion",), [], [])
+    no_checkpoint = takeover("conv-2", "up", 40, "conversion", ("conversion",), [], [])
     assert not no_checkpoint.requeue
-    importing = takeover("conv-2", 40, "import", ("conversion",), ["/srv/a.qcow2"], [])
+    importing = takeover("conv-2", "up", 40, "import", ("conversion",), ["/srv/a.qcow2"], [])
     assert not importing.requeue and importing.message == "node conv-2 was lost (no heartbeat for 40 s) during import"
+    stopped = takeover("conv-2", "stopped", 40, "conversion", ("conversion",), ["/srv/a.qcow2"], [])
+    assert stopped.requeue and stopped.message.startswith("node conv-2 stopped (no heartbeat for 40 s) during conversion")

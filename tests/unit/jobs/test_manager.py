@@ -259,3 +259,43 @@ def test_a_resumable_failure_can_be_resumed_once_and_only_that():
         result_of(h.manager.resume(job_id))
     with pytest.raises(HyperSDKError, match="not found"):
         result_of(h.manager.resume("no-such-job"))
+
+
+def test_a_fenced_node_stops_its_copies_keeping_them_claims_nothing_and_takes_jobs_again_once_renewed(h):
+    copying, importing, waiting = h.submit(3)
+    h.pipeline.runs[copying].reporter.stage_started("conversion")
+    h.pipeline.runs[copying].resumable = True
+    h.pipeline.runs[importing].reporter.stage_started("import")
+    h.manager.fence("this node could not renew its lease for 15 s")
+    assert h.pipeline.runs[copying].cancelled and not h.pipeline.runs[copying].cleaned_up  # its copy is kept
+    assert not h.pipeline.runs[importing].cancelled  # goes on: it confirms ownership before each side effect
+    assert h.status(copying) == PENDING and h.status(waiting) == PENDING
+    assert "could not renew its lease" in result_of(h.store.history(copying))[-1].message
+    assert h.pipeline.started == [copying, importing]  # a free slot, but nothing claimed while fenced
+    h.manager.unfence()
+    assert h.pipeline.started == [copying, importing, copying]  # resumes first: it is the oldest
+
+
+def test_a_job_another_node_took_over_ends_here_without_a_write_and_frees_its_slot():
+    from hypersdk.errors import JobLost
+
+    h = Harness(workers=1).start()
+    lost, waiting = h.submit(2)
+    h.pipeline.runs[lost].fail(JobLost(lost))
+    job = result_of(h.store.get(lost))
+    assert (job.status, job.error) == (RUNNING, None)  # as the node that owns it now keeps it
+    assert ("job.failed", lost, FAILED) not in h.events
+    assert h.pipeline.started == [lost, waiting]
+
+
+def test_a_job_whose_secrets_this_node_cannot_open_fails_once_and_the_node_stops_claiming():
+    from hypersdk.store.secretbox import SecretBox
+
+    sealing = Harness(workers=0).start()  # the node that took the jobs, with its key file
+    first, second = sealing.submit(2)
+    wrong_key = sealing.store.for_node(sealing.store.node)  # the same database and node...
+    wrong_key._box = SecretBox.generate()  # ...with another key
+    other = Harness(workers=2, store=wrong_key).start(open_store=False)
+    failed = result_of(other.store.get(first))
+    assert failed.status == FAILED and "cannot be opened with this node's key file" in failed.error
+    assert other.status(second) == PENDING and other.pipeline.started == []

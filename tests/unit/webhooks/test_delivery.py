@@ -19,7 +19,6 @@ from hypersdk.webhooks import rules
 from hypersdk.webhooks.connect import PrivateAddress
 from hypersdk.webhooks.delivery import WebhookService
 from hypersdk.webhooks.model import CONFIG, Webhook
-from tests.fakes.runner import ImmediateRunner
 from tests.helpers import result_of
 
 pytestmark = pytest.mark.usefixtures("store_engine")  # every test on SQLite and on PostgreSQL
@@ -297,19 +296,21 @@ def test_deleting_a_webhook_stops_its_delivery_at_once():
 def test_a_lost_node_s_pending_delivery_is_sent_once_by_the_node_that_adopts_it():
     from hypersdk.store.jobs import this_node
     from hypersdk.store.nodes import NodeStore
+    from tests.stores import silence
 
     shared = make_store()
     result_of(shared.open())
     n1, n2 = shared.for_node(this_node("n1")), shared.for_node(this_node("n2"))
     for store in (n1, n2):
-        result_of(NodeStore(store).register(100.0, 30.0))
+        result_of(NodeStore(store).register(30.0))
     first = World(store=WebhookStore(n1, keep=5))
     first.receiver.script = ["hang"]  # n1 dies while its receiver has not answered
     first.publish(events.JOB_FAILED, status="failed")
     assert [d.state for d in first.recent()] == ["pending"]
     second = World(store=WebhookStore(n2, keep=5))
     assert second.receiver.received == []  # not n2's to send
-    _, adopted = result_of(NodeStore(n2).take_over(200.0, 30.0, ()))
+    silence(shared, "n1", 100.0)  # by the database's clock, n1 has not renewed its lease for 100 s
+    _, adopted = result_of(NodeStore(n2).take_over(30.0, ()))
     assert adopted == 1
     assert result_of(second.service.resume_pending()) == 1
     second.pump()
