@@ -11,22 +11,31 @@ A. Uncapped: a 2 GiB flat VMDK holding 1 GiB of random data, the vCenter simulat
 B. Each stream held to 64 MiB/s (one stream of a real host), a 1 GiB disk with 512 MiB of data:
    job <= 0.35 x one nbdkit-curl stream.
 C. Resume: the bytes read again when the daemon is SIGKILLed at 60 % of a disk and restarted.
+D. Checkpoints: the transfer worker alone, as the daemon runs it, on A's disk, into a raw file and
+   into a qcow2 through qemu-nbd, its checkpoints flushed to the OS only (a kill cannot lose them, a
+   power loss can: fdatasync once at the end, qemu-nbd --cache=unsafe) or synced (fdatasync of the
+   raw file at each checkpoint; qemu-nbd --cache=writeback, so that an NBD FLUSH reaches the disk).
+E. NBD clients: 1 GiB of random data in 8 MiB writes into qemu-nbd (qcow2), 4 threads with a
+   connection each (the worker's pattern): the worker's own client and libnbd's Python binding
+   (Debian's python3-libnbd, loaded from /usr/lib/python3/dist-packages), when it is installed.
 
 Job times are the job's own (started_at to completed_at). Medians over --runs runs.
 
-Usage: PYTHONPATH=src:. .venv/bin/python benchmarks/transfer.py [--runs 3]
+Usage: PYTHONPATH=src:. .venv/bin/python benchmarks/transfer.py [--runs 3] [--parts ABCDE]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from hypersdk.pipeline import commands  # noqa: E402
+from hypersdk.pipeline.transfer.engine import worker_argv, worker_env  # noqa: E402
+from hypersdk.pipeline.transfer.nbd import NbdClient  # noqa: E402
+from hypersdk.pipeline.transfer.plan import chunks  # noqa: E402
 from hypersdk.vsphere.connection import VCenterParams, thd_connect  # noqa: E402
 from hypersdk.vsphere.datastore import session_cookie  # noqa: E402
 from tests.integration.daemon import Daemon, wait_for  # noqa: E402
@@ -209,17 +221,163 @@ def figures_bc(work: Path, runs: int) -> dict:
     return {k: statistics.median(v) for k, v in f.items()}
 
 
+# The worker as it is (checkpoints synced), or with checkpoints flushed to the OS only, as it was:
+# a raw file synced once at the end, qemu-nbd's FLUSH left unsynced (--cache=unsafe).
+FLUSHED_ONLY = """
+import os, sys
+from hypersdk.pipeline.transfer import worker
+
+def checkpoint(self, client=None):
+    if client is not None:
+        client.flush()
+
+def main():
+    code = worker.main()
+    if code == 0:  # the image, on disk for good
+        fd = os.open(sys.argv[1], os.O_RDONLY)
+        os.fdatasync(fd)
+        os.close(fd)
+    return code
+
+worker.Target.checkpoint = checkpoint
+sys.exit(main())
+"""
+
+
+def run_worker(bench: Bench, target: dict, synced: bool) -> tuple[float, dict]:
+    """(wall seconds, the worker's last line)."""
+    spec = {"mode": "copy", "url": bench.url, "cookie_file": str(bench.work / "cookie"), "tls": {"verify": False},
+            "source_offset": 0, "streams": 4, "fresh": True, "target": target, "timeout": 60,
+            "chunks": [[c.index, c.offset, c.length] for c in chunks(bench.extent.stat().st_size)]}
+    argv = worker_argv("bench") if synced else [worker_argv("bench")[0], "-c", FLUSHED_ONLY, target["path"]]
+    started = time.monotonic()
+    done = subprocess.run(argv, input=json.dumps(spec) + "\n", capture_output=True, text=True, check=True,
+                          env={**os.environ, **worker_env()}, timeout=3600)
+    return time.monotonic() - started, json.loads(done.stdout.splitlines()[-1])
+
+
+def qemu_nbd(image: Path, socket: Path, cache: str) -> subprocess.Popen:
+    socket.unlink(missing_ok=True)
+    server = subprocess.Popen(["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", f"--cache={cache}",
+                               "--discard=unmap", "--socket", str(socket), str(image)])
+    wait_for(lambda: socket.exists(), 30, "qemu-nbd")
+    return server
+
+
+def figures_d(work: Path, runs: int) -> dict:
+    bench = Bench(work, 2 * GiB, 1 * GiB)
+    f: dict[str, list[float]] = {k: [] for k in ("raw", "raw_synced", "qcow2", "qcow2_synced")}
+    try:
+        for run in range(runs):
+            for synced in (False, True):
+                raw = work / "d.raw"
+                seconds, last = run_worker(bench, {"kind": "file", "path": str(raw), "size": 2 * GiB}, synced)
+                assert last.get("done"), last
+                f["raw_synced" if synced else "raw"].append(seconds)
+                raw.unlink()
+                image, socket = work / "d.qcow2", work / "d.sock"
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(2 * GiB)], check=True)
+                server = qemu_nbd(image, socket, "writeback" if synced else "unsafe")
+                try:
+                    seconds, last = run_worker(bench, {"kind": "nbd", "socket": str(socket), "path": str(image)},
+                                               synced)
+                    assert last.get("done"), last
+                finally:
+                    server.terminate()
+                    server.wait(30)
+                f["qcow2_synced" if synced else "qcow2"].append(seconds)
+                image.unlink()
+            print(f"D run {run + 1}: raw {f['raw'][-1]:.2f} s, synced {f['raw_synced'][-1]:.2f} s; qcow2"
+                  f" {f['qcow2'][-1]:.2f} s, synced {f['qcow2_synced'][-1]:.2f} s", flush=True)
+    finally:
+        bench.close()
+    return {k: statistics.median(v) for k, v in f.items()}
+
+
+def libnbd():
+    """libnbd's Python binding, from Debian's python3-libnbd (built for Debian's python3 of the same
+    minor version), or None."""
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import nbd
+        return nbd
+    except ImportError:
+        return None
+    finally:
+        sys.path.remove("/usr/lib/python3/dist-packages")
+
+
+def nbd_writes(socket: Path, connect, total: int = GiB, size: int = 8 * MiB, threads: int = 4) -> float:
+    """Seconds for ``threads`` connections to write ``total`` bytes of random data in ``size`` writes."""
+    data = os.urandom(size)
+    offsets = list(range(0, total, size))
+    clients = [connect(str(socket)) for _ in range(threads)]
+
+    def write(client, mine):
+        for offset in mine:
+            client.pwrite(data, offset)
+        client.flush()
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=write, args=(c, offsets[i::threads])) for i, c in enumerate(clients)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return time.monotonic() - started
+
+
+def figures_e(work: Path, runs: int) -> dict:
+    nbd = libnbd()
+
+    def connect_libnbd(path):
+        handle = nbd.NBD()
+        handle.connect_unix(path)
+        return handle
+
+    clients = {"own": NbdClient, **({"libnbd": connect_libnbd} if nbd else {})}
+    f: dict[str, list[float]] = {k: [] for k in clients}
+    for run in range(runs):
+        for name, connect in clients.items():
+            image, socket = work / "e.qcow2", work / "e.sock"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(GiB)], check=True)
+            server = qemu_nbd(image, socket, "unsafe")
+            try:
+                f[name].append(nbd_writes(socket, connect))
+            finally:
+                server.terminate()
+                server.wait(30)
+            image.unlink()
+        print(f"E run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in f.items()), flush=True)
+    return {k: statistics.median(v) for k, v in f.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--parts", default="ABCDE", help="which figures: A and B/C need each other's goals")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hypersdk-bench-", dir="/var/tmp"))
     try:
-        a = figures_a(work, args.runs)
-        bc = figures_bc(work, args.runs)
+        a = figures_a(work, args.runs) if "A" in args.parts else None
+        bc = figures_bc(work, args.runs) if "B" in args.parts or "C" in args.parts else None
+        d = figures_d(work, args.runs) if "D" in args.parts else None
+        e = figures_e(work, args.runs) if "E" in args.parts else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedians over {args.runs} runs")
+    if d:
+        print("D. the worker alone, 2 GiB flat disk with 1 GiB of data: checkpoints flushed / synced")
+        print(f"  raw file                     {d['raw']:7.2f} s / {d['raw_synced']:.2f} s"
+              f"  ({d['raw_synced'] / d['raw'] - 1:+.1%})")
+        print(f"  qcow2 through qemu-nbd       {d['qcow2']:7.2f} s / {d['qcow2_synced']:.2f} s"
+              f"  ({d['qcow2_synced'] / d['qcow2'] - 1:+.1%})")
+    if e:
+        print("E. 1 GiB in 8 MiB writes into qemu-nbd, 4 connections")
+        for name, seconds in e.items():
+            print(f"  {name:28s} {seconds:7.2f} s  ({GiB / MiB / seconds:.0f} MiB/s)")
+    if not (a and bc):
+        return
     print("A. uncapped, 2 GiB flat disk with 1 GiB of data, HTTPS")
     for name, key in (("curl HTTPS read to nowhere", "read"), ("local qemu-img convert", "local"),
                       ("download then convert", "naive"), ("one nbdkit-curl stream", "nbdkit"),

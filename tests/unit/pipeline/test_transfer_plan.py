@@ -1,13 +1,11 @@
-"""Chunk planning, checkpoint bookkeeping, stream grants: pure."""
+"""Chunk planning, checkpoint bookkeeping, zero runs: pure (the stream pool: tests/unit/store/test_stream_grants.py)."""
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError
 
 from hypersdk.pipeline.transfer.plan import (
     ChunkRecord, SourceIdentity, bytes_done, chunks, describe_ranges, ranges, remaining,
 )
-from hypersdk.pipeline.transfer.streams import StreamPool
 from hypersdk.pipeline.transfer.worker import runs
 
 MiB = 1 << 20
@@ -57,34 +55,6 @@ def test_zero_blocks_inside_a_chunk_are_runs_of_their_own():
         (5 * block, 6 * block, False)]
     assert list(runs(bytearray(10), 10, block)) == [(0, 10, False)]
     assert list(runs(bytearray(b"\0\0\1"), 3, 2)) == [(0, 2, False), (2, 3, True)]
-
-
-def test_streams_are_shared_out_per_vcenter_and_waiters_go_in_order():
-    pool = StreamPool(per_vcenter=8)
-    first, second = [], []
-    pool.acquire("vc1", 4).addCallback(first.append)
-    pool.acquire("vc1", 4).addCallback(first.append)
-    pool.acquire("vc2", 4).addCallback(second.append)
-    assert first == [4, 4] and second == [4]
-    waiting = []
-    pool.acquire("vc1", 4).addCallback(waiting.append)
-    pool.acquire("vc1", 4).addCallback(waiting.append)
-    assert waiting == []
-    pool.release("vc1", 4)  # both waiters could run with fewer: the first takes what is free
-    assert waiting == [4]
-    pool.release("vc1", 2)
-    assert waiting == [4, 2] and pool.in_use("vc1") == 8
-
-
-def test_a_cancelled_wait_leaves_the_queue():
-    pool = StreamPool(per_vcenter=1)
-    pool.acquire("vc", 4)
-    waiter = pool.acquire("vc", 4)
-    errors = []
-    waiter.addErrback(lambda f: errors.append(f.check(CancelledError)))
-    waiter.cancel()
-    pool.release("vc", 1)
-    assert errors == [CancelledError] and pool.in_use("vc") == 0
 
 
 def test_chunks_wholly_in_zero_extents_need_not_be_read_to_be_verified():

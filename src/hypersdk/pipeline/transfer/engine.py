@@ -94,9 +94,9 @@ async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, r
         return
     directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: a socket path has 107 bytes at most
     socket = os.path.join(directory, "target.sock")
-    # unsafe: a flush writes qemu's qcow2 metadata out to the file without syncing it (the worker
-    # syncs the file once, at the end); the checkpoints then survive a kill of qemu-nbd
-    argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", "--cache=unsafe", "--socket", socket,
+    # writeback: a flush (each of the worker's checkpoints) writes the qcow2 out and syncs it to disk,
+    # and qemu orders its own metadata writes, so that a power loss leaves a consistent image
+    argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", "--cache=writeback", "--socket", socket,
             *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
     server = processes.spawn("qemu-nbd", argv)
     try:
@@ -269,8 +269,7 @@ class DiskCopy:
         elif kind == "error":
             self._error = message
         elif kind == "done":
-            log.info("{disk}: copied in {copy} s, synced in {sync} s", disk=self._label, copy=message.get("copy_seconds"),
-                     sync=message.get("sync_seconds"))
+            log.info("{disk}: copied in {copy} s", disk=self._label, copy=message.get("copy_seconds"))
 
     def _stop_for(self, problem: str) -> None:
         if self._problem is None:
@@ -312,8 +311,8 @@ async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, ta
     plan = {c.index: c for c in chunks}
     unrecorded = [i for i in plan if i not in expected]
     if unrecorded:
-        raise ChunksDiffer(f"verifying {label}: no checkpoint was recorded for {describe_ranges(ranges(chunks, unrecorded))}:"
-                           " there is nothing to compare them with")
+        raise ChunksDiffer(f"verifying {label}: no checkpoint was recorded for"
+                           f" {describe_ranges(ranges(chunks, unrecorded))}: there is nothing to compare them with")
     differ: list[int] = []
     checked: set[int] = set()
     failure: list[str] = []
@@ -354,4 +353,5 @@ async def verify_chunks(processes: ProcessRunner, *, job_id: str, label: str, ta
     if differ:
         raise ChunksDiffer(f"{label} differs from the source at {describe_ranges(ranges(chunks, differ))}")
     if unchecked:
-        raise ChunksDiffer(f"verifying {label}: the worker ended without checking {describe_ranges(ranges(chunks, unchecked))}")
+        raise ChunksDiffer(f"verifying {label}: the worker ended without checking"
+                           f" {describe_ranges(ranges(chunks, unchecked))}")

@@ -5,8 +5,10 @@
 ``copy``: ``streams`` threads each keep one HTTPS connection to the datastore and take chunks from
 a queue: a range GET into a buffer, a hash of the bytes as read, then a write into the target (a
 file by pwrite, or a qcow2 through ``qemu-nbd``), nothing written for a chunk of zeros (sparse).
-About once a second the target is flushed and the chunks written before the flush are printed,
-``{"chunk": i, "hash": h, "zero": z}``: that is the checkpoint, true even after a power loss.
+Four times a second the target is synced to disk (a raw file by fdatasync; a qcow2 by an NBD FLUSH,
+which qemu-nbd run with a safe cache mode passes on to the disk) and the chunks written before the
+sync are printed, ``{"chunk": i, "hash": h, "zero": z}``: that is the checkpoint, true even after a
+power loss. A copy says done only when every chunk it was given is checkpointed.
 ``{"read": n}`` says how many bytes arrived so far (the daemon's stall timer), ``{"retry": ...}``
 a chunk tried again after a transport error or a 5xx (with backoff), ``{"auth": status}`` a
 session cookie vCenter refused: the worker waits for the daemon to write a new one into the
@@ -34,7 +36,7 @@ import xxhash
 from .nbd import NbdClient
 from .plan import Chunk, describe_ranges, ranges
 
-FLUSH_EVERY = 0.25  # seconds between flushes (and checkpoints): what a kill can make read again
+FLUSH_EVERY = 0.25  # seconds between syncs (and checkpoints): what a kill can make read again
 BLOCK = 256 * 1024  # zero detection: a block of zeros in a chunk is not written (larger: less Python per byte)
 BACKOFF_CAP = 16.0
 AUTH_WAIT = 120.0  # seconds to wait for a renewed cookie
@@ -230,23 +232,12 @@ class Target:
             self._nbd().pread_into(buffer, offset)
 
     def checkpoint(self, client: NbdClient | None = None) -> None:
-        """What is written survives this process and qemu-nbd being killed (not yet a power loss):
-        a file's writes are in the OS already; qemu-nbd (--cache=unsafe) writes its qcow2 metadata
-        out on a flush, without syncing it to disk."""
-        if client is not None:
-            client.flush()
-
-    def sync(self) -> None:
-        """On disk, for good: the end of a copy."""
-        path = self._spec.get("path")
+        """What is written is on disk: it survives a kill of this process or of qemu-nbd, and a power
+        loss (measured in benchmarks/transfer.py: no dearer than one sync at the end)."""
         if self._fd is not None:
             os.fdatasync(self._fd)
-        elif path:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        else:
+            client.flush()  # qemu-nbd (--cache=writeback) writes its qcow2 out and syncs the file
 
     def close(self) -> None:
         if self._fd is not None:
@@ -306,8 +297,6 @@ class Copy:
             if self.failure is None and missing:  # no thread may end without its chunks: say which are not done
                 self.failure = Fatal("internal", f"{describe_ranges(ranges(self.plan, missing))}: not copied,"
                                                  " though no stream failed")
-            if self.failure is None:
-                self.target.sync()
         finally:
             if flusher is not None:
                 flusher.close()
@@ -315,19 +304,19 @@ class Copy:
         if self.failure is not None:
             self.out(error=str(self.failure), kind=self.failure.kind)
             return 1
-        self.out(done=True, copy_seconds=round(copied - started, 3), sync_seconds=round(time.monotonic() - copied, 3))
+        self.out(done=True, copy_seconds=round(copied - started, 3))
         return 0
 
     def _checkpoint(self, flusher) -> None:
-        """Flush what is written, then say so: a reported chunk is on disk."""
+        """Sync what is written, then say so: a reported chunk is on disk."""
         with self.lock:
             batch, self.written = self.written, []
             read = self.read_bytes
         if batch:
             try:
                 self.target.checkpoint(flusher)
-            except OSError as e:  # qemu-nbd gone: these chunks are not known to be written
-                self._fail(Fatal("target", f"flushing the destination: {e.strerror or e}"))
+            except OSError as e:  # qemu-nbd gone, a disk error: these chunks are not known to be on disk
+                self._fail(Fatal("target", f"syncing the destination: {e.strerror or e}"))
                 return
             for record in batch:
                 self.out(**record)
