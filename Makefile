@@ -8,7 +8,7 @@ CONFIG ?= etc/hypersdk.yaml
 export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 
 # What the daemon itself runs: disk tools, libvirt client, and what builds libvirt-python.
-RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl
+RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl python3-libnbd
 # What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges, and
 # debootstrap for the Debian guest the boot tests build (cached under /var/cache/hypersdk-tests),
 # and PostgreSQL, the shared store the tests start as the postgres user.
