@@ -155,7 +155,10 @@ def _schemas() -> dict[str, Any]:
                 "last_heartbeat": TIMESTAMP, "running_jobs": {"type": "integer", "minimum": 0}},
                ["name", "state", "last_heartbeat", "running_jobs"])
     status = obj({**counts, "version": {"type": "string"}, "uptime_seconds": {"type": "number"},
-                  "timestamp": TIMESTAMP, "node": {"type": "string"}, "nodes": array(node)},
+                  "timestamp": TIMESTAMP, "node": {"type": "string"},
+                  "fenced": {"type": "boolean", "description": "This node could not renew its lease for half of"
+                                                              " it: its copies are stopped and it claims no job"},
+                  "nodes": array(node)},
                  list(counts) + ["version", "timestamp"])
     template = {**definition, "properties": {k: v for k, v in definition["properties"].items() if k != "id"},
                 "description": "A job definition without id; vm_path may end in a glob (Datacenter/vm/prod/*)."}

@@ -46,6 +46,7 @@ class StatusAPI:
         body.update(version=__version__, uptime_seconds=self._uptime(), timestamp=rfc3339(self._clock.seconds()))
         if self._membership is not None:
             body["node"] = self._membership.name
+            body["fenced"] = self._membership.fence.fenced  # its lease lapsed: it copies and claims nothing
             body["nodes"] = [{"name": node.name, "state": node.state, "last_heartbeat": rfc3339(node.last_heartbeat),
                               "running_jobs": running} for node, running in self._membership.known]
         return body

@@ -50,6 +50,8 @@ class Fence:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = self._clock.callLater(max(0.0, sent_at + self._margin - self._clock.seconds()), self._fence)
+        if not self.fresh():  # a renewal that took half a lease to be answered renews nothing usable
+            return
         if self.fenced:
             self.fenced = False
             self.log.info("this node's lease is renewed again: it takes jobs again")

@@ -14,8 +14,10 @@ from typing import Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..store.nodes import NodeStore
+from ..cancel import within
 from .fence import Fence
 from .outage import OnceLogged
 
@@ -106,21 +108,20 @@ class Membership:
         await self._manager.refresh_counts()
         self.known = await self._nodes.nodes()
 
-    async def stop(self, within: float = STOP_SECONDS) -> None:
-        """Stop beating and mark this node stopped; a database that does not answer within ``within``
-        seconds is not waited for (the others then judge this node by its lease)."""
+    async def stop(self, seconds: float = STOP_SECONDS) -> None:
+        """Stop beating and mark this node stopped; a database that does not answer within ``seconds``
+        is not waited for (the others then judge this node by its lease)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self.fence.stop()
-        leaving = Deferred.fromCoroutine(self._leave())
-        leaving.addTimeout(within, self._clock)
-        try:
-            await leaving
-        except Exception as e:
-            self.log.warn("could not mark node {name} stopped: {error}", name=self.name,
-                          error=str(e) or type(e).__name__)
+        outcome: list = []  # (a result or a Failure, once the database answers)
+        leaving = Deferred.fromCoroutine(self._leave()).addBoth(outcome.append)
+        await within(self._clock, leaving, seconds)
+        if not outcome or isinstance(outcome[0], Failure):
+            error = outcome[0].getErrorMessage() if outcome else f"the database did not answer within {seconds:g} s"
+            self.log.warn("could not mark node {name} stopped: {error}", name=self.name, error=error)
 
     async def _leave(self) -> None:
-        if self._beating is not None:
+        if self._beating is not None:  # (its outcome is the heartbeat loop's to log: it never fails)
             await self._beating
         await self._nodes.leave()

@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .. import events
+from ..cancel import within
 from ..errors import Conflict, HyperSDKError, JobLost, JobNotFound, SecretsUnreadable, Unavailable
 from ..events import Event, EventBus
 from ..store.base import JobStore
@@ -80,6 +81,7 @@ class JobManager:
         self._stopping = False
         self._paused: Optional[str] = None  # why this node takes no more jobs, for good
         self._fenced: Optional[str] = None  # why it takes none until its lease is renewed
+        self._outcomes_unstorable: Optional[Deferred] = None  # stopping: fires when waiting is pointless
         self._filling = False
         self._fill_again = False
 
@@ -104,7 +106,21 @@ class JobManager:
             self._pipeline.suspend(run.job.id, f"the daemon stopped during {run.reporter.stage}: resumes at its next start")
             self._cancel_run(run, "shutdown")
         if waits:
-            await _within(self._clock, DeferredList(waits), STOP_WAIT_SECONDS)
+            self._outcomes_unstorable = Deferred()
+            self._give_up_if_unstorable()
+            either = DeferredList([DeferredList(waits), self._outcomes_unstorable], fireOnOneCallback=True)
+            await within(self._clock, either, STOP_WAIT_SECONDS)
+
+    def _give_up_if_unstorable(self) -> None:
+        """Stopping while fenced: once every interrupted job has stopped its work, waiting for the
+        database to take their outcomes is pointless (they are settled at the next start, or by the
+        node that takes them over)."""
+        waiting = self._outcomes_unstorable
+        if (waiting is not None and not waiting.called and self._fenced
+                and all(run.finishing for run in self._running.values())):
+            self.log.warn("the database cannot be reached: {count} interrupted job(s) stop without their outcome"
+                          " stored", count=len(self._running))
+            waiting.callback(None)
 
     # -- the cluster -----------------------------------------------------------
 
@@ -142,6 +158,7 @@ class JobManager:
                 self._pipeline.suspend(run.job.id, f"stopped during {run.reporter.stage}: {reason}: resumes from"
                                                    " its checkpoints")
                 self._cancel_run(run, "fenced")
+        self._give_up_if_unstorable()
 
     def unfence(self) -> None:
         self._fenced = None
@@ -247,7 +264,7 @@ class JobManager:
             elif job_id in named:
                 errors[job_id] = await self._why_not_cancellable(job_id)
         if waits:
-            await _within(self._clock, DeferredList(list(waits.values())), CANCEL_WAIT_SECONDS)
+            await within(self._clock, DeferredList(list(waits.values())), CANCEL_WAIT_SECONDS)
         for job_id, wait in waits.items():
             final = wait.result if wait.called else None
             if final == CANCELLED:
@@ -308,9 +325,13 @@ class JobManager:
             self._fill_again = True
             return
         self._filling = True
-        Deferred.fromCoroutine(self._fill_loop()).addErrback(
-            lambda f: self.log.failure("could not start pending jobs", f)
-        )
+        Deferred.fromCoroutine(self._fill_loop()).addErrback(self._fill_failed)
+
+    def _fill_failed(self, failure) -> None:
+        if failure.check(Unavailable):  # the database is out of reach: the next heartbeat fills again
+            self.log.warn("could not start pending jobs: {error}", error=failure.value.message)
+        else:
+            self.log.failure("could not start pending jobs", failure)
 
     async def _fill_loop(self) -> None:
         try:
@@ -335,7 +356,14 @@ class JobManager:
         self._publish(events.JOB_STARTED, job)
         run.reporter = ProgressReporter(job.progress, self._clock.seconds, lambda p, note: self._progressed(run, p, note))
         run.deferred = Deferred.fromCoroutine(self._execute(run))
-        run.deferred.addErrback(lambda f: self.log.failure("job {job_id} crashed", f, job_id=job.id))
+        run.deferred.addErrback(self._crashed, job.id)
+
+    def _crashed(self, failure, job_id: str) -> None:
+        if failure.check(Unavailable):  # stopping while the database cannot be reached
+            self.log.warn("job {job_id}: its outcome was not stored: {error}", job_id=job_id,
+                          error=failure.value.message)
+        else:
+            self.log.failure("job {job_id} crashed", failure, job_id=job_id)
 
     async def _execute(self, run: _Run) -> None:
         job_id = run.job.id
@@ -379,6 +407,7 @@ class JobManager:
     async def _finish(self, run: _Run, status: str, error: Optional[str], result: Optional[dict]) -> None:
         job_id = run.job.id
         run.finishing = True
+        self._give_up_if_unstorable()
         if status == PENDING:
             await self._requeue(run, error)
             return
@@ -404,6 +433,7 @@ class JobManager:
         """A run whose job another node has taken over: it ends here without a write."""
         self.log.warn("job {job_id} was taken over by another node: this node stopped it", job_id=run.job.id)
         del self._running[run.job.id]  # (it still runs, elsewhere: the cluster's counts are unchanged)
+        self._give_up_if_unstorable()
         for waiter in run.waiters:
             waiter.callback(RUNNING)
         self._fill()
@@ -470,18 +500,3 @@ class JobManager:
 
     def _publish(self, event_type: str, job: Job) -> None:
         self._bus.publish(Event(event_type, self._clock.seconds(), job))
-
-
-def _within(clock, d: Deferred, seconds: float) -> Deferred:
-    """Wait for ``d`` at most ``seconds`` (then go on without cancelling it)."""
-    waiter: Deferred = Deferred()
-    timer = clock.callLater(seconds, lambda: waiter.called or waiter.callback(None))
-
-    def done(_):
-        if timer.active():
-            timer.cancel()
-        if not waiter.called:
-            waiter.callback(None)
-
-    d.addBoth(done)
-    return waiter

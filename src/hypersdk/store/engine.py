@@ -60,10 +60,10 @@ class Db:
 
     def server_now(self) -> float:
         """The database server's clock (UNIX seconds): the one clock every node sharing it agrees on."""
-        return float(self.one(f"SELECT {_SERVER_NOW[self.dialect]} AS now")["now"])
+        return float(self.one(f"SELECT {SERVER_NOW[self.dialect]} AS now")["now"])
 
 
-_SERVER_NOW = {"sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+SERVER_NOW = {"sqlite": "(julianday('now') - 2440587.5) * 86400.0",
                "postgresql": "extract(epoch from clock_timestamp())::double precision"}
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from ..cluster.model import LOST, STOPPED, UP, Node, NodeId, name_in_use, takeover
 from ..errors import Conflict
 from ..jobs.model import FAILED, RUNNING, Job
-from .engine import Db
+from .engine import SERVER_NOW, Db
 from . import transfers
 from .jobs import JOB_COLUMNS, JobStore, add_history, job_from_row, requeue_job
 from .schedules import thd_adopt_runs
@@ -93,9 +93,10 @@ def _thd_register(db: Db, box, me: NodeId, lease_seconds: float, pid_alive) -> N
 
 
 def _thd_set_state(db: Db, box, me: NodeId, state: str) -> bool:
-    with db.transaction():
-        return db.execute("UPDATE nodes SET state = ?, last_heartbeat = ? WHERE name = ? AND instance = ?",
-                          (state, db.server_now(), me.name, me.instance)).rowcount == 1
+    # one statement, its own transaction: the row is never held locked waiting for this node
+    server_now = SERVER_NOW[db.dialect]
+    return db.execute(f"UPDATE nodes SET state = ?, last_heartbeat = {server_now} WHERE name = ? AND instance = ?",
+                      (state, me.name, me.instance)).rowcount == 1
 
 
 def _thd_nodes(db: Db, box) -> list[tuple[Node, int]]:

@@ -130,6 +130,8 @@ class PostgresEngine:
             raise RuntimeError("the database is not open")
         if self._down is not None and not probing:  # found down while this call waited for a thread
             raise DatabaseUnreachable(self._down[1])
+        if self._stopped:  # (its calls were cut: no new one may block the threads again)
+            raise DatabaseUnreachable("the daemon is closing the database")
         try:
             with self._pool.connection(timeout=POOL_WAIT_SECONDS) as conn, self._calls.watched(conn):
                 return fn(Db(conn, self.dialect, conn.transaction), *args)
@@ -190,7 +192,7 @@ class PostgresEngine:
         self._pool = ConnectionPool(
             conninfo(self._url, self._password), min_size=1, max_size=self._connections, timeout=CONNECT_SECONDS,
             kwargs={"autocommit": True, "row_factory": dict_row}, open=True, name="hypersdk",
-            check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced
+            check=self._thd_check,  # a connection broken by a server restart is replaced
         )
         self._pool.wait(CONNECT_SECONDS)
         with self._pool.connection() as conn:
@@ -203,6 +205,13 @@ class PostgresEngine:
                     if number > version:
                         conn.execute(sql)
                         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+    def _thd_check(self, conn) -> None:
+        """The pool's check of a connection it hands out (a round trip: cut, too, if it hangs)."""
+        from psycopg_pool import ConnectionPool
+
+        with self._calls.watched(conn):
+            ConnectionPool.check_connection(conn)
 
     def thd_close(self) -> None:
         if self._pool is not None:

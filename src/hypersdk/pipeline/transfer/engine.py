@@ -216,8 +216,11 @@ class DiskCopy:
                 if timer is not None and timer.active():
                     timer.cancel()
             self._store_batch()
-            for d in self._pending_saves:  # every checkpoint the worker reported is stored before we go on
-                await d
+        # Every checkpoint the worker reported is stored before we go on. A copy stopped from outside
+        # (cancelled: by the user, the daemon's stop, the node fencing itself) has left above without
+        # waiting for them: its qemu-nbd must go at once, whether the database answers or not.
+        for d in self._pending_saves:
+            await d
         if self._save_failure is not None:
             self._save_failure.raiseException()  # as it is: a lost job is not a failed copy
         where = f"copying {self._label} from vCenter {self._source.where}"
