@@ -269,8 +269,9 @@ def _check_references(config: Config) -> None:
                                                 " the same key, so give each the same file")
         if database.password_file is not None and not os.access(database.password_file, os.R_OK):
             raise _Invalid("database.password_file", f"cannot read {database.password_file}")
-    if config.cluster.lease < 2 * config.cluster.heartbeat_interval:
-        raise _Invalid("cluster.lease", "must be at least twice cluster.heartbeat_interval")
+    if config.cluster.lease < 4 * config.cluster.heartbeat_interval:  # half of it must outlast a slow heartbeat
+        raise _Invalid("cluster.lease", "must be at least 4 times cluster.heartbeat_interval (a node whose lease is"
+                                        " not renewed for half of it stops its copies)")
     for name, vc in config.vcenters.items():
         if (vc.password is None) == (vc.password_file is None):
             raise _Invalid(f"vcenters.{name}", "give exactly one of password, password_file")

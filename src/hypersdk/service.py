@@ -107,6 +107,8 @@ class HyperSDKService(MultiService):
             self._dbus.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
+        if self._membership is not None:  # (a job waiting for a lapsed lease to clean up waits no more)
+            self._membership.fence.stopping()
         await self._manager.stop()
         if self._membership is not None:
             await self._membership.stop()

@@ -61,7 +61,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     announce = bridge.announce if bridge is not None else (lambda topic: None)
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     nodes = NodeStore(store)
-    fence = Fence(reactor, config.cluster.lease, nodes.owns)  # stops this node's copies when its lease lapses
+    fence = Fence(reactor, config.cluster.lease, store.confirm_progress)  # stops this node's copies when its lease lapses
     pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store, confirm=fence.confirm)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)

@@ -161,3 +161,9 @@ def test_a_metrics_listener_of_its_own_follows_the_api_interface():
     assert metrics_listen(on, "unix:/run/hypersdk.sock") == "tcp:9100:interface=127.0.0.1"
     assert metrics_listen(on, "tcp:9100") is None  # the API's own port: served there
     assert metrics_listen(parse_config({"metrics": {"enabled": False, "port": 9100}}), "tcp:8080") is None
+
+
+def test_a_lease_must_outlast_a_slow_heartbeat_by_half_of_it(tmp_path):
+    with pytest.raises(ConfigError, match="cluster.lease: must be at least 4 times cluster.heartbeat_interval"):
+        load_config(write(tmp_path, "cluster: {heartbeat_interval: 5s, lease: 15s}"))
+    assert load_config(write(tmp_path, "cluster: {heartbeat_interval: 5s, lease: 20s}")).cluster.lease == 20.0

@@ -31,7 +31,7 @@ class Membership:
     def __init__(self, nodes: NodeStore, manager, clock, *, heartbeat_interval: float, lease_seconds: float,
                  resumable_stages=(), webhooks=None, scheduler=None, fence: Optional[Fence] = None):
         self._nodes = nodes
-        self.fence = fence or Fence(clock, lease_seconds, nodes.owns)
+        self.fence = fence or Fence(clock, lease_seconds, nodes.confirm_progress)
         self._manager = manager
         self._webhooks = webhooks  # sends the pending deliveries it adopts from lost nodes
         self._scheduler = scheduler  # follows the schedule runs it adopts
@@ -82,12 +82,14 @@ class Membership:
         else:
             self.log.error("another daemon has taken node_name {name}: this one stops taking jobs", name=self.name)
             self._manager.pause("another daemon has taken this node's name")
+            self.fence.revoke(f"another daemon has taken node_name {self.name}")
         running = self._manager.running_ids()
         if running:
             mine = await self._nodes.still_mine(running)
             lost = [job_id for job_id in running if job_id not in mine]
             if lost:
                 self._manager.lose(lost)
+        await self._manager.requeue_orphans()
         if now - self._connected_since >= self._lease:
             await self._take_over()
         await self.refresh()

@@ -164,6 +164,15 @@ class JobManager:
         self._fenced = None
         self._fill()
 
+    async def requeue_orphans(self) -> None:
+        """Jobs the store says this instance runs but it never started (a claim whose answer was lost)
+        go back to the queue; not while a claim is under way (its job is this instance's already)."""
+        if self._filling:
+            return
+        for job in await self._store.requeue_orphans(list(self._running), self._clock.seconds()):
+            self.log.warn("job {job_id} was claimed by this node but never started: back to the queue", job_id=job.id)
+            self._publish(events.JOB_PROGRESS, job)
+
     async def refresh_counts(self) -> None:
         """The job counts of the whole cluster (other nodes move jobs too)."""
         self._counts = await self._store.counts()
@@ -342,11 +351,18 @@ class JobManager:
                     job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
                     if job is None:
                         break
+                    if self._stopping or self._paused or self._fenced or job.id in self._running:
+                        await self._give_back(job)  # (it stopped taking jobs while the claim was on its way)
+                        break
                     self._start(job)
                 if not self._fill_again:
                     break
         finally:
             self._filling = False
+
+    async def _give_back(self, job: Job) -> None:
+        await self._store.requeue(job.id, self._clock.seconds(), (RUNNING,),
+                                  "claimed as this node stopped taking jobs: back to the queue")
 
     def _start(self, job: Job) -> None:
         run = _Run(job=job)

@@ -212,7 +212,7 @@ class MigrationPipeline:
         prepared = await self._prepare_source(job, params, vm)
 
         job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
-        await self._confirm(job.job_id)
+        await self._still_ours(job)
         readers = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
                                      method=spec.options.conversion_method, config=self._config)
         guest_conversion = spec.options.conversion_method == "virt-v2v"
@@ -233,12 +233,11 @@ class MigrationPipeline:
         else:
             delivered = [disk.target.path if disk.staged else None for disk in planned]
 
-        await self._confirm(job.job_id)  # inspection may write into the guest's disk
         adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
                                                    for disk, path in zip(planned, delivered)])
 
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
-        await self._confirm(job.job_id)
+        await self._still_ours(job)
         for disk, local_file in zip(planned, delivered):
             if local_file is not None:
                 await destination.deliver(disk, local_file, _upload_message(job.reporter, disk.index, len(planned)))
@@ -250,10 +249,10 @@ class MigrationPipeline:
         domain = await destination.define(xml)
 
         checked = None
-        await self._confirm(job.job_id)
         if spec.options.boot_check is not None:
             checked = await self._boot_check(job, host, domain, xml)
         elif spec.destination.start:
+            await self._still_ours(job)
             await destination.start(domain)
         job.stage("done", "migration complete")
         return {**_result(spec, domain, planned, sources, prepared, job.stage_seconds,
@@ -273,6 +272,7 @@ class MigrationPipeline:
             return Adapted(choose_devices(vm.disks, vm.nics, mode),
                            note=f"the guest was not read: {problem}" if problem and pins_wanted else "")
         job.stage("inspection", "reading the copied guest's drivers and network settings")
+        await self._still_ours(job)  # (it writes into the guest's disk)
         plans: list[NamePlan] = []
 
         def files_for(facts):
@@ -300,6 +300,7 @@ class MigrationPipeline:
         checking = boot_check_spec(spec.options.boot_check, self._config.boot_check)
         job.stage("boot_check", f"starting {domain} with its NICs on an isolated network"
                                 f" (up to {checking.timeout:g} s)")
+        await self._still_ours(job)
         return await boot_check(GuestRun(host, domain), self._reactor, job.reporter, final_xml=xml, spec=checking,
                                 keep_running=spec.destination.start, network_name=f"hypersdk-check-{job.job_id[:8]}",
                                 shutdown_grace=self._config.boot_check.shutdown_timeout)
@@ -353,7 +354,8 @@ class MigrationPipeline:
         (taken over, or the database cannot say before the daemon stops): then nothing is touched."""
         if job.undo:
             try:
-                await self._confirm(job.job_id)
+                await self._still_ours(job)
+                await self._store.forget_transfers(job.job_id)  # a takeover now fails it: nothing to resume into
             except Exception as e:
                 self.log.warn("job {job_id}: its destination is left as it is: {why}", job_id=job.job_id,
                               why=getattr(e, "message", None) or repr(e))
@@ -369,11 +371,16 @@ class MigrationPipeline:
                                error=getattr(e, "message", None) or repr(e))
         return True
 
+    async def _still_ours(self, job: _Job) -> None:
+        """Before a side effect on the destination: this node still holds the job (JobLost if not), and
+        the database knows which stage it is in."""
+        await self._confirm(job.job_id, job.reporter.progress)
+
     def _thd(self, fn, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._threads, fn, *args)
 
 
-async def _owned_alone(job_id: str) -> None:
+async def _owned_alone(job_id: str, progress) -> None:
     """Without a fence (tests of the pipeline alone), every job is this node's."""
 
 

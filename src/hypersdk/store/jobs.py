@@ -132,6 +132,7 @@ class JobStore:
                 return None
             job = job_from_row(row)
             add_history(db, [(job.id, now, RUNNING, job.progress.stage, "started")])
+            db.execute("DELETE FROM stream_grants WHERE job_id = ?", (job.id,))  # (an earlier run's, never given back)
             return job
 
     def save_progress(self, job_id: str, progress: Progress, now: float, note: Optional[str] = None):
@@ -140,12 +141,17 @@ class JobStore:
     def _thd_save_progress(self, db: Db, job_id, progress, now, note) -> bool:
         with db.transaction():
             changed = db.execute(
-                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = ? AND owner = ?",
-                (_dump_progress(progress), now, job_id, RUNNING, self.node.instance),
+                f"UPDATE jobs SET {_NEWER_PROGRESS} WHERE id = ? AND status = ? AND owner = ?",
+                (now, _dump_progress(progress), now, now, job_id, RUNNING, self.node.instance),
             ).rowcount
             if changed and note:
                 add_history(db, [(job_id, now, RUNNING, progress.stage, note)])
             return bool(changed)
+
+    def confirm_progress(self, job_id: str, progress: Progress, now: float):
+        """Store where a running job is, if this instance still runs it (else JobLost), waiting through
+        an outage: what another node would read, were it to take the job over, is where it is."""
+        return self._engine.run_durable(self._thd_owned, job_id, _thd_newer_progress, _dump_progress(progress), now)
 
     def finish(self, job_id, status, now, *, from_statuses, error=None, result=None, progress=None):
         return self._engine.run_durable(self._thd_finish, job_id, status, now, tuple(from_statuses), error, result, progress)
@@ -235,6 +241,23 @@ class JobStore:
     def clear_transfers(self, job_id: str):
         return self._engine.run(_in_transaction, transfers.thd_clear_transfers, job_id)
 
+    def forget_transfers(self, job_id: str):
+        """Drop a running job's checkpoints before its copies are removed (JobLost if another instance
+        runs it): a node taking it over from then on fails it instead of resuming into nothing."""
+        return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_clear_transfers)
+
+    def requeue_orphans(self, running: Sequence[str], now: float):
+        """Jobs this instance claimed but does not run (the claim's answer never came back): to the queue."""
+        return self._engine.run(self._thd_requeue_orphans, list(running), now)
+
+    def _thd_requeue_orphans(self, db: Db, running: list[str], now: float) -> list[Job]:
+        with db.transaction():
+            rows = db.all(f"SELECT id FROM jobs WHERE status = '{RUNNING}' AND owner = ?", (self.node.instance,))
+            orphans = [row["id"] for row in rows if row["id"] not in running]
+            note = "claimed by this node, which never started it (the claim's answer was lost): back to the queue"
+            return [job for job in (requeue_job(db, job_id, now, (RUNNING,), note, owner=self.node.instance)
+                                    for job_id in orphans) if job is not None]
+
     # -- reads -----------------------------------------------------------------
 
     def get(self, job_id: str):
@@ -306,6 +329,16 @@ def requeue_job(db: Db, job_id: str, now: float, from_statuses: Sequence[str], n
     job = job_from_row(row)
     add_history(db, [(job_id, now, PENDING, job.progress.stage, note)])
     return job
+
+
+# Progress is replaced only by progress taken later (writes of one job may land out of order while
+# the database is slow); updated_at follows.
+_NEWER_PROGRESS = ("progress = CASE WHEN updated_at <= ? THEN ? ELSE progress END,"
+                   " updated_at = CASE WHEN updated_at <= ? THEN ? ELSE updated_at END")
+
+
+def _thd_newer_progress(db: Db, job_id: str, progress: str, now: float) -> None:
+    db.execute(f"UPDATE jobs SET {_NEWER_PROGRESS} WHERE id = ?", (now, progress, now, now, job_id))
 
 
 def _first_duplicate(db: Db, ids: list[str]) -> Optional[str]:

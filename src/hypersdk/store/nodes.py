@@ -28,8 +28,8 @@ class NodeStore:
 
     def __init__(self, store: JobStore):
         self._with_db = store.run_with_db
-        self._with_db_durable = store.run_with_db_durable
         self.me = store.node
+        self.confirm_progress = store.confirm_progress  # (what the fence records before a side effect)
 
     def register(self, lease_seconds: float, pid_alive: Callable[[int], bool] = None):
         """Take this node's name (errors.Conflict if a live daemon holds it)."""
@@ -50,9 +50,6 @@ class NodeStore:
         """Which of ``job_ids`` this instance still runs (the others were taken over)."""
         return self._with_db(_thd_still_mine, self.me, list(job_ids))
 
-    def owns(self, job_id: str):
-        """Whether this instance still runs ``job_id`` (through an outage: waits for the database)."""
-        return self._with_db_durable(lambda db, box: job_id in _thd_still_mine(db, box, self.me, [job_id]))
 
     def take_over(self, lease_seconds: float, resumable_stages: Sequence[str],
                   reachable: Callable[[str], bool] = os.path.exists):

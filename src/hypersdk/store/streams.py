@@ -23,6 +23,9 @@ def thd_grant(db: Db, box, me: NodeId, grant_id: str, job_id: str, vcenter: str,
         if db.dialect == "postgresql":
             db.execute("SELECT pg_advisory_xact_lock(?)", (GRANT_LOCK,))
         thd_check_owned(db, job_id, me.instance)
+        granted = db.one("SELECT streams FROM stream_grants WHERE id = ?", (grant_id,))
+        if granted is not None:  # a call tried again after its answer was lost: granted already
+            return int(granted["streams"])
         db.execute(f"DELETE FROM stream_grants WHERE vcenter_key = ? AND NOT EXISTS (SELECT 1 FROM jobs j"
                    f" WHERE j.id = stream_grants.job_id AND j.status = '{RUNNING}' AND j.owner = stream_grants.owner)",
                    (vcenter,))

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from hypersdk.cluster.membership import Membership
 from hypersdk.errors import Unavailable
-from hypersdk.jobs.model import FAILED, NewJob
+from hypersdk.jobs.model import FAILED, NewJob, Progress
 from hypersdk.store.jobs import this_node
 from hypersdk.store.nodes import NodeStore
 from tests.helpers import result_of
@@ -46,6 +46,9 @@ class FakeManager:
         self.paused = reason
 
     async def refresh_counts(self):
+        pass
+
+    async def requeue_orphans(self):
         pass
 
 
@@ -159,10 +162,11 @@ def test_confirming_a_job_waits_while_fenced_and_says_when_another_node_has_it(d
     m1 = member(db, "n1", clock, FakeManager(), FlakyNodes)
     result_of(db.insert([NewJob(id="j", definition={"id": "j"}, secrets={}, created_at=1.0)]))
     result_of(db.for_node(m1._nodes.me).claim_next(100.0))
-    result_of(m1.fence.confirm("j"))  # fresh and its own
+    result_of(m1.fence.confirm("j", Progress(stage="inspection")))  # fresh and its own: where it is, stored
+    assert result_of(db.get("j")).progress.stage == "inspection"
     m1._nodes.down = True
     clock.advance(LEASE)
-    waiting = Deferred.fromCoroutine(m1.fence.confirm("j"))
+    waiting = Deferred.fromCoroutine(m1.fence.confirm("j", Progress(stage="import")))
     assert not waiting.called  # fenced: no side effect until the lease is renewed
     result_of(db.for_node(this_node("n2")).run_with_db(
         lambda db_, box: db_.execute("UPDATE jobs SET owner = 'another' WHERE id = 'j'")))  # taken over meanwhile
@@ -170,3 +174,33 @@ def test_confirming_a_job_waits_while_fenced_and_says_when_another_node_has_it(d
     result_of(m1.beat())
     with pytest.raises(JobLost):
         result_of(waiting)
+    assert result_of(db.get("j")).progress.stage == "inspection"  # nothing recorded for a job not its own
+
+
+def test_a_node_whose_name_another_daemon_took_fences_at_once_and_for_good(db):
+    clock = Clock()
+    clock.advance(100)
+    manager = FakeManager()
+    m1 = member(db, "n1", clock, manager)
+    silence(db, "n1", LEASE + 1)
+    result_of(NodeStore(db.for_node(this_node("n1"))).register(LEASE, pid_alive=lambda pid: True))  # a second daemon
+    result_of(m1.beat())
+    assert manager.paused and manager.fenced and "another daemon has taken node_name n1" in manager.fenced[0]
+    result_of(m1.beat())
+    assert manager.fenced[-1] is not None and not m1.fence.fresh()
+
+
+def test_a_stopping_daemon_s_confirmations_give_up_instead_of_waiting_for_a_lease(db):
+    from hypersdk.errors import Unavailable as Stopping
+
+    clock = Clock()
+    clock.advance(100)
+    m1 = member(db, "n1", clock, FakeManager(), FlakyNodes)
+    m1._nodes.down = True
+    clock.advance(LEASE)
+    waiting = Deferred.fromCoroutine(m1.fence.confirm("j", Progress()))
+    m1.fence.stopping()
+    with pytest.raises(Stopping):
+        result_of(waiting)
+    with pytest.raises(Stopping):
+        result_of(Deferred.fromCoroutine(m1.fence.confirm("j", Progress())))

@@ -299,3 +299,13 @@ def test_a_job_whose_secrets_this_node_cannot_open_fails_once_and_the_node_stops
     failed = result_of(other.store.get(first))
     assert failed.status == FAILED and "cannot be opened with this node's key file" in failed.error
     assert other.status(second) == PENDING and other.pipeline.started == []
+
+
+def test_a_job_this_node_claimed_without_hearing_back_goes_back_to_the_queue(h):
+    [lost_answer] = h.submit()  # a claim that landed in the store while its answer never reached the manager:
+    h.pipeline.runs[lost_answer].complete()
+    [job_id] = h.submit()
+    del h.manager._running[job_id]  # the same state: the store says this instance runs it, the manager does not
+    result_of(h.manager.requeue_orphans())
+    assert h.status(job_id) == PENDING
+    assert "never started it" in result_of(h.store.history(job_id))[-1].message

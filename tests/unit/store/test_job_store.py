@@ -201,3 +201,15 @@ def test_a_key_file_in_a_directory_not_made_yet_is_created_with_its_private_dire
     key = thd_load_or_create_key(str(path))
     assert path.read_bytes().strip() == key and thd_load_or_create_key(str(path)) == key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_progress_written_earlier_never_replaces_progress_written_later_whatever_order_they_land_in(store):
+    from hypersdk.jobs.model import Progress
+
+    result_of(store.insert([new_job("j", 1.0)]))
+    result_of(store.claim_next(2.0))
+    assert result_of(store.save_progress("j", Progress(stage="inspection"), 20.0, "reading the guest")) is True
+    assert result_of(store.save_progress("j", Progress(stage="verification"), 10.0, "verifying")) is True  # late
+    job = result_of(store.get("j"))
+    assert (job.progress.stage, job.updated_at) == ("inspection", 20.0)
+    assert [h.message for h in result_of(store.history("j"))][-2:] == ["verifying", "reading the guest"]  # each kept, by time

@@ -76,3 +76,23 @@ def test_a_node_s_waiting_disks_go_in_order_and_a_cancelled_wait_leaves_the_line
     second.cancel()
     first.release("vc", 2)  # the release on this node wakes its next waiter at once
     assert errors == [CancelledError] and result_of(third) == 1
+
+
+def test_a_grant_asked_again_after_its_answer_was_lost_is_the_same_grant(db):
+    from hypersdk.store import streams as grants
+
+    store = claimed(node(db, "n1"), "a")
+    ask = (store.node, "g1", "a", "vc", 4, 8)
+    assert result_of(store.run_with_db(grants.thd_grant, *ask)) == 4
+    assert result_of(store.run_with_db(grants.thd_grant, *ask)) == 4  # not a second grant, nor an error
+    assert result_of(StreamPool(store, Clock(), per_vcenter=8).in_use("vc")) == 4
+
+
+def test_a_job_claimed_again_does_not_count_the_grants_an_earlier_run_never_gave_back(db):
+    clock = Clock()
+    store = claimed(node(db, "n1"), "a")
+    pool = StreamPool(store, clock, per_vcenter=4)
+    assert result_of(acquire(pool, "a", "vc", 4)) == 4  # never released: the run was interrupted
+    result_of(store.requeue("a", 3.0, ("running",), "interrupted"))
+    assert result_of(store.claim_next(4.0)).id == "a"  # the same instance runs it again
+    assert result_of(acquire(pool, "a", "vc", 4)) == 4
