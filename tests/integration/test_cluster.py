@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from hypersdk.jobs.model import STAGES
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
 from tests.integration.receiver import Receiver
@@ -214,7 +213,6 @@ def test_postgresql_stopped_for_ten_seconds_during_copies_answers_503_fences_the
         for job_id in job_ids:
             nodes[0].wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 0.1 * j["progress"]["total_bytes"] > 0,
                               120, "10 % copied")
-        ran_on = {job_id: nodes[0].job(job_id)["node"] for job_id in job_ids}
         server.pause()
         stopped = time.monotonic()
         try:
