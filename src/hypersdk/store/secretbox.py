@@ -63,13 +63,13 @@ def thd_open_box(db, key_path: str) -> SecretBox:
                        (box.fingerprint,))
             stored = _stored_fingerprint(db)  # (another node starting at once may have stored its own)
         elif not os.path.exists(key_path):
-            raise ConfigError(f"the key file {key_path} does not exist, but the database's secrets are sealed with"
-                              f" a key already: {_WHAT_TO_DO}")
+            raise ConfigError(f"the key file {key_path} does not exist, but the database was first used with a key"
+                              f" (its fingerprint is stored): {_WHAT_TO_DO}")
         else:
             box = SecretBox(thd_load_or_create_key(key_path), key_path)
     if stored != box.fingerprint:
-        raise ConfigError(f"the key file {key_path} is not the key the database's secrets are sealed with (its"
-                          f" fingerprint differs from the one stored at the first start): {_WHAT_TO_DO}")
+        raise ConfigError(f"the key file {key_path} is not the key the database was first used with (its"
+                          f" fingerprint differs from the one stored then): {_WHAT_TO_DO}")
     return box
 
 
