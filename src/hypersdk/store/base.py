@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional, Protocol, Sequence
 
 from ..jobs.model import HistoryEntry, Job, NewJob, Progress
-from ..pipeline.transfer.plan import ChunkRecord
+from .checkpoints import ChunkRecord
 
 
 class JobStore(Protocol):

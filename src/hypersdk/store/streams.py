@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from ..cluster.model import NodeId
 from ..jobs.model import RUNNING
-from ..pipeline.transfer.plan import streams_for
 from .engine import Db
 from .ownership import thd_check_owned
 
 GRANT_LOCK = 0x68797067  # PostgreSQL: nodes granting streams at once take turns (an advisory lock id)
+
+
+def streams_for(wanted: int, free: int) -> int:
+    """How many streams a disk gets of the vCenter's ``free`` ones: as many as it wants and there are
+    (none when none is free: the disk waits)."""
+    return max(0, min(wanted, free))
 
 
 def thd_grant(db: Db, box, me: NodeId, grant_id: str, job_id: str, vcenter: str, wanted: int, limit: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from ..pipeline.transfer.plan import ChunkRecord
+from .checkpoints import ChunkRecord
 from .engine import Db
 
 

@@ -11,7 +11,8 @@ from hypersdk.errors import JobLost
 from hypersdk.pipeline.transfer.engine import (
     COOKIE_REFRESH_SECONDS, ChunksDiffer, DiskCopy, StreamSource, TransferFailed, verify_chunks,
 )
-from hypersdk.pipeline.transfer.plan import ChunkRecord, chunks
+from hypersdk.pipeline.transfer.plan import chunks
+from hypersdk.store.checkpoints import ChunkRecord
 from tests.fakes.processes import FakeProcesses
 
 MiB = 1 << 20

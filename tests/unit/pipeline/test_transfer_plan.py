@@ -3,10 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hypersdk.pipeline.transfer.plan import (
-    ChunkRecord, SourceIdentity, bytes_done, chunks, describe_ranges, ranges, remaining,
-)
+from hypersdk.pipeline.transfer.plan import SourceIdentity, bytes_done, chunks, describe_ranges, ranges, remaining
 from hypersdk.pipeline.transfer.worker import runs
+from hypersdk.store.checkpoints import ChunkRecord
 
 MiB = 1 << 20
 

@@ -111,7 +111,7 @@ def test_restart_fails_running_jobs_naming_their_stage_and_keeps_pending(store):
 
 
 def test_a_job_interrupted_in_a_resumable_stage_with_checkpoints_goes_back_to_the_queue(store):
-    from hypersdk.pipeline.transfer.plan import ChunkRecord
+    from hypersdk.store.checkpoints import ChunkRecord
 
     result_of(store.insert([new_job("copying", 1.0), new_job("importing", 2.0)]))
     for job_id, stage in (("copying", "conversion"), ("importing", "import")):

@@ -4,7 +4,7 @@ import pytest
 
 from hypersdk.errors import Conflict, JobLost
 from hypersdk.jobs.model import FAILED, PENDING, RUNNING, NewJob, Progress
-from hypersdk.pipeline.transfer.plan import ChunkRecord
+from hypersdk.store.checkpoints import ChunkRecord
 from hypersdk.store.jobs import this_node
 from hypersdk.schedules.model import Schedule, ScheduleRun
 from hypersdk.store.nodes import NodeStore

@@ -17,10 +17,11 @@ from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, FirstError
 from twisted.logger import Logger
 
+from ...store.checkpoints import ChunkRecord
 from ..conversion import Target, ToolFailed
 from ..progress import RateMeter
 from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks, zero_extents
-from .plan import Chunk, ChunkRecord, SourceIdentity, bytes_done, chunks, remaining, zero_chunks
+from .plan import Chunk, SourceIdentity, bytes_done, chunks, remaining, zero_chunks
 
 log = Logger()
 

@@ -23,8 +23,9 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from ...errors import HyperSDKError
+from ...store.checkpoints import ChunkRecord
 from ..process import ChildProcess, ProcessRunner
-from .plan import Chunk, ChunkRecord, describe_ranges, ranges
+from .plan import Chunk, describe_ranges, ranges
 
 log = Logger()
 COOKIE_REFRESH_SECONDS = 600.0  # vCenter ends idle sessions after 30 min by default

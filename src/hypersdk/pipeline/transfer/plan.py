@@ -2,8 +2,8 @@
 
 A disk is cut into chunks of ``chunk_size`` bytes (the last one shorter). Each chunk is read
 by one HTTP range request, hashed as it is read, and recorded once written: the record (index,
-hash, all zeros or not) is the checkpoint a resume starts from and what verification compares
-the destination with.
+hash, all zeros or not: ``store.checkpoints.ChunkRecord``) is the checkpoint a resume starts from
+and what verification compares the destination with.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Optional, Sequence
 
 from attrs import frozen
+
+from ...store.checkpoints import ChunkRecord
 
 DEFAULT_CHUNK = 8 * 1024 * 1024  # large enough that a request's cost is small, small enough to resume near
 
@@ -24,15 +26,6 @@ class Chunk:
     @property
     def end(self) -> int:
         return self.offset + self.length
-
-
-@frozen
-class ChunkRecord:
-    """A chunk as it was read and written: the checkpoint."""
-
-    index: int
-    hash: str  # of the chunk's bytes as read from the source
-    zero: bool  # all zeros: nothing was written (the destination reads zeros there)
 
 
 def chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> list[Chunk]:
@@ -85,12 +78,6 @@ def zero_chunks(all_chunks: Sequence[Chunk], extents: Iterable[dict]) -> set[int
         if covered >= chunk.end:
             found.add(chunk.index)
     return found
-
-
-def streams_for(wanted: int, free: int) -> int:
-    """How many streams a disk gets of the vCenter's ``free`` ones: as many as it wants and there are,
-    at least one (a disk waits when none is free)."""
-    return max(0, min(wanted, free))
 
 
 @frozen
