@@ -4,7 +4,7 @@ timer, cookie renewal; verification by chunk hashes."""
 import json
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from hypersdk.errors import JobLost
@@ -113,12 +113,16 @@ def test_a_worker_error_fails_the_copy_naming_the_vcenter_and_disk():
     assert failure.value.message == "copying Hard disk 1 from vCenter vc:443: bytes 0-8388607: HTTP 503 (5 retries)"
 
 
-def test_cancelling_stops_the_worker():
+def test_cancelling_stops_the_worker_and_ends_the_copy_cancelled_with_no_timer_left():
     w = World()
+    w.report(0)
     w.run.cancel()
     assert w.processes.stopped == [w.child]
-    with pytest.raises(Exception):
-        w.outcome().raiseException()
+    failure = w.outcome()
+    assert failure is not None, "the copy did not end"
+    assert failure.check(CancelledError)
+    assert w.saved == [[0]]  # what the worker checkpointed before is stored: a resume goes on from it
+    assert w.clock.getDelayedCalls() == []  # no stall timer or cookie refresh fires later
 
 
 # -- every chunk accounted for ---------------------------------------------------------------------------
