@@ -11,9 +11,10 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 RUN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils nbdkit curl python3-libnbd
 # What the tests add: the vCenter simulator's sources, a real libvirtd with QEMU, bridges, and
 # debootstrap for the Debian guest the boot tests build (cached under /var/cache/hypersdk-tests),
-# and PostgreSQL, the shared store the tests start as the postgres user.
+# PostgreSQL, the shared store the tests start as the postgres user, and systemd for systemd-analyze
+# (the shipped unit is verified; nothing runs systemd). A suite that finds one missing fails.
 TEST_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-daemon-system qemu-system-x86 \
-	libxml2-utils dnsmasq-base iproute2 chromium dbus debootstrap postgresql
+	libxml2-utils dnsmasq-base iproute2 chromium dbus debootstrap postgresql systemd
 # libguestfs (guest inspection: device models, interface names) and virt-v2v, with what they
 # recommend (a kernel for the libguestfs appliance).
 GUEST_PACKAGES := virt-v2v libguestfs-tools python3-guestfs libnbd-bin
@@ -26,20 +27,20 @@ run: packages $(BIN)/.installed
 JS_MODULES := tests/js/node_modules/.installed
 
 test: packages test-packages $(BIN)/.installed $(JS_MODULES)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -rs --durations=15 tests
 
 # The daemon's API suites again, each daemon on a fresh PostgreSQL database (not part of `make test`:
 # the unit API suites already run on both stores there).
 API_SUITES = tests/integration/test_daemon.py tests/integration/test_schedules_api.py \
 	tests/integration/test_webhooks.py tests/integration/test_live.py tests/integration/test_hyperctl.py
 test-postgresql: packages test-packages $(BIN)/.installed $(JS_MODULES)
-	HYPERSDK_TEST_STORE=postgresql $(BIN)/python -m pytest -q $(API_SUITES)
+	HYPERSDK_TEST_STORE=postgresql $(BIN)/python -m pytest -q -rs $(API_SUITES)
 
 unit: $(BIN)/.installed
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -rs tests/unit
 
 integration: packages test-packages $(BIN)/.installed $(JS_MODULES)
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q -rs tests/integration
 
 packages:
 	@scripts/ensure-debian-packages $(RUN_PACKAGES)

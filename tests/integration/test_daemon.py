@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import definition
-from tests.integration.daemon import SQLITE_FILE_ONLY, TWISTD, Daemon, daemon_env, wait_for
+from tests.integration.daemon import TWISTD, Daemon, daemon_env, wait_for
 
 PASSWORD = "s3cret-Pa55"
 
@@ -99,7 +99,7 @@ def test_sigterm_interrupts_running_jobs_and_exits_cleanly(tmp_path, black_hole)
         d.close()
 
 
-@SQLITE_FILE_ONLY
+@pytest.mark.sqlite_only  # not collected on PostgreSQL (tests/conftest.py)
 def test_passwords_reach_no_response_log_or_database_file(tmp_path, black_hole):
     d = Daemon(tmp_path, {"worker_count": 1}).start()
     try:
@@ -180,7 +180,7 @@ def test_json_log_format_writes_one_object_per_line(tmp_path):
     assert access and access[0]["status"] == 200 and access[0]["method"] == "GET"
 
 
-@SQLITE_FILE_ONLY
+@pytest.mark.sqlite_only  # not collected on PostgreSQL (tests/conftest.py)
 def test_database_uses_wal_and_indexes(tmp_path):
     d = Daemon(tmp_path).start()
     d.stop()

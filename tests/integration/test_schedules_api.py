@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from tests.integration.daemon import SQLITE_FILE_ONLY, Daemon, wait_for
+from tests.integration.daemon import Daemon, wait_for
 from tests.integration.vcsim import Vcsim
 
 SECRET = "sch3dule-pa55"
@@ -143,7 +143,7 @@ def test_trigger_expands_the_glob_through_vsphere_and_the_run_records_its_outcom
     assert daemon.get("/schedules/none").json()["runs"][0]["outcome"] == "failed"
 
 
-@SQLITE_FILE_ONLY
+@pytest.mark.sqlite_only  # not collected on PostgreSQL (tests/conftest.py)
 def test_schedules_and_their_runs_survive_a_restart_and_secrets_stay_encrypted(tmp_path, sim):
     d = Daemon(tmp_path, {"pipeline": {"connect_timeout": 3}}).start()
     try:

@@ -162,9 +162,11 @@ def test_schema_is_versioned_and_opening_twice_migrates_once(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+SQLITE_ONLY = pytest.mark.parametrize("store_engine", ["sqlite"], indirect=True)  # no PostgreSQL case generated
+
+
+@SQLITE_ONLY  # SQLite's query planner
 def test_status_queries_use_an_index(store):
-    if store.dialect != "sqlite":
-        pytest.skip("SQLite's query planner")
     plan = store._engine.db.conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE status IN (?) ORDER BY created_at DESC, id DESC LIMIT 10",
         (FAILED,),
@@ -172,9 +174,8 @@ def test_status_queries_use_an_index(store):
     assert "jobs_by_status_created" in " ".join(str(tuple(r)) for r in plan)
 
 
+@SQLITE_ONLY  # SQLite's query planner
 def test_claim_uses_the_pending_index_even_without_statistics(store):
-    if store.dialect != "sqlite":
-        pytest.skip("SQLite's query planner")
     from hypersdk.store.jobs import _CLAIM
 
     plan = store._engine.db.conn.execute(f"EXPLAIN QUERY PLAN {_CLAIM['sqlite'].format(skip='')}").fetchall()
