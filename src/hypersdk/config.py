@@ -175,7 +175,8 @@ class PipelineConfig:
     streams_per_disk: int = field(default=4, metadata=_check(lambda n: 1 <= n <= 64, "must be 1..64"))
     # a disk whose source sends nothing this long is stopped (resumable)
     stall_timeout: float = field(default=120.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
-    libguestfs_force_tcg: bool = False  # hosts where KVM cannot run the libguestfs appliance (virt-v2v, inspection)
+    # TCG for the libguestfs appliance (virt-v2v, inspection) without the start-up probe of KVM (appliance.py)
+    libguestfs_force_tcg: bool = False
     inspection_timeout: float = field(default=600.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     virtio_win: Optional[str] = None  # virtio-win drivers (ISO or directory) virt-v2v installs into Windows guests
 

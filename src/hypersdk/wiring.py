@@ -35,6 +35,7 @@ from .logs import build_observer
 from .metrics.registry import Metrics
 from .notify import Notifier
 from .pipeline import build_pipeline
+from .pipeline.appliance import appliance_probe
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
 from .store.engine import SQLiteEngine
@@ -62,7 +63,12 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     vsphere = VSphere(reactor, config.pipeline.connect_timeout, named=config.vcenters)
     nodes = NodeStore(store)
     fence = Fence(reactor, config.cluster.lease, store.confirm_progress)  # stops this node's copies when its lease lapses
-    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store, confirm=fence.confirm)
+    # KVM or TCG for libguestfs: found out once, in the background; jobs that need it wait for the answer
+    appliance = appliance_probe(reactor, work_root=os.path.join(cwd, config.pipeline.work_dir),
+                                forced=config.pipeline.libguestfs_force_tcg,
+                                kill_grace=config.pipeline.process_kill_grace, vddk_libdir=config.vddk.libdir)
+    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store, confirm=fence.confirm,
+                              appliance=appliance)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,
@@ -84,7 +90,8 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     if bridge is not None:
         bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload},
                       cancel=manager.cancel_here)
-    status = StatusAPI(manager, store, reactor, started_at=reactor.seconds(), membership=membership)
+    status = StatusAPI(manager, store, reactor, started_at=reactor.seconds(), membership=membership,
+                       appliance=appliance)
     feed = LiveFeed(clock=reactor, bus=bus, status=status.status_body, newest_jobs=newest_jobs(manager),
                     max_clients=config.limits.websocket_clients,
                     held_bytes_limit=config.limits.websocket_send_buffer_bytes,
@@ -130,7 +137,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         scheduler=scheduler,
         webhooks=webhooks,
         log_observer=build_observer(config.log),
-        workers=(vsphere, pipeline, *([bridge] if bridge is not None else [])),
+        workers=(vsphere, appliance, pipeline, *([bridge] if bridge is not None else [])),
         feed=feed,
         metrics_listener=metrics_listener,
         notifier=notifier,

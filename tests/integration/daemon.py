@@ -31,14 +31,15 @@ LISTENING = re.compile(r"hypersdk listening on [^ ]*:(\d+)")
 
 class Daemon:
     def __init__(self, tmp_path: Path, config: Optional[dict] = None, env: Optional[dict] = None,
-                 listen: str = "tcp:0:interface=127.0.0.1", scheme: str = "http"):
+                 listen: str = "tcp:0:interface=127.0.0.1", scheme: str = "http", as_shipped: bool = False):
         self.dir = Path(tmp_path)
         config = dict(config or {})
-        self.config = {
+        # As shipped: no libguestfs_force_tcg, the daemon finds out itself whether KVM runs the appliance;
+        # as_shipped: etc/hypersdk.yaml itself (its relative paths land in the daemon's directory)
+        self.config = yaml.safe_load((REPO / "etc" / "hypersdk.yaml").read_text()) if as_shipped else {
             "database": default_database(self.dir),
-            # KVM hangs the libguestfs appliance on these machines (nested): guest inspection runs under TCG
             "pipeline": {"work_dir": str(self.dir / "var" / "work"), "connect_timeout": 10,
-                         "libguestfs_force_tcg": True, **config.pop("pipeline", {})},
+                         **config.pop("pipeline", {})},
             **config,
         }
         self.config_path = self.dir / "hypersdk.yaml"
@@ -55,6 +56,7 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> "Daemon":
         self.config_path.write_text(yaml.safe_dump(self.config))
+        share_appliance(self.dir / self.config.get("pipeline", {}).get("work_dir", "var/work"))
         env = {**daemon_env(self.dir), **self.env}
         argv = [TWISTD, "--pidfile=", "-n", "hypersdk", "--config", str(self.config_path),
                 "--listen", self.listen]
@@ -160,6 +162,21 @@ def default_database(directory: Path) -> dict:
         _postgres["server"] = PostgresServer.start()
         atexit.register(_postgres["server"].stop)
     return {"url": _postgres["server"].new_database(), "key_file": str(directory / "var" / "secrets.key")}
+
+
+# The libguestfs appliance (~700 MB) that every daemon's probe and inspections start: built once per
+# machine, not once per daemon (libguestfs locks the directory while it builds).
+APPLIANCE_CACHE = Path("/var/cache/hypersdk-tests/libguestfs")
+
+
+def share_appliance(work_dir: Path) -> None:
+    """Point the daemon's appliance cache (``<work_dir>/.libguestfs-cache``) at the machine's."""
+    link = work_dir / ".libguestfs-cache"
+    if link.exists() or link.is_symlink():
+        return
+    APPLIANCE_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(APPLIANCE_CACHE, target_is_directory=True)
 
 
 def daemon_env(home: Path) -> dict:

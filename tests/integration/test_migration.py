@@ -318,12 +318,34 @@ def test_seed_python_example_sees_its_job_complete(daemon, sim, si, libvirt_host
     script = "import time\n" + textwrap.dedent(script) + "print('Final status:', job['status'])\n"
     out_text = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
     assert "Job submitted: " in out_text
-    assert out_text.strip().endswith("Final status: completed"), out_text
     job = daemon.job(out_text.split("Job submitted: ", 1)[1].split()[0])
+    assert out_text.strip().endswith("Final status: completed"), job["error"]
     assert job["definition"]["options"]["device_models"] == "auto"
     assert "no operating system was found" in job["result"]["guest_note"]  # so the VM's own models are kept
+    # without libguestfs_force_tcg: the daemon found out at start how the appliance runs here, and says so
+    assert daemon.get("/status").json()["libguestfs"]["backend"] in ("kvm", "tcg")
+    assert daemon.output().count("libguestfs appliance: ") == 1
     libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     destroy_vm(source.vm)
+
+
+def test_a_job_with_the_default_options_completes_on_the_shipped_configuration(sim, si, libvirt_host, tmp_path):
+    """`make run`: etc/hypersdk.yaml as it is, on this host (KVM there, but not for the libguestfs appliance)."""
+    out = Path(libvirtd.scratch_dir("hypersdk-out-"))
+    (tmp_path / "d").mkdir()
+    d = Daemon(tmp_path / "d", as_shipped=True).start()
+    source = SourceVM(si, sim, tmp_path, disks=(("monolithicFlat", 16 * MiB),))
+    definition = source.definition(sim, {"output_dir": str(out)})
+    del definition["options"]["device_models"]  # auto: the copied disks are inspected
+    try:
+        job = d.wait_finished(d.submit(definition), timeout=240)
+        assert job["status"] == "completed", job["error"]
+        assert "no operating system was found" in job["result"]["guest_note"]
+    finally:
+        d.close()
+        if source.name in domain_names(libvirt_host):
+            libvirt_host.lookupByName(source.name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        destroy_vm(source.vm)
 
 
 def test_remote_style_uri_uploads_through_libvirt(daemon, sim, si, libvirt_host, tmp_path):

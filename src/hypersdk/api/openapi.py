@@ -158,7 +158,11 @@ def _schemas() -> dict[str, Any]:
                   "timestamp": TIMESTAMP, "node": {"type": "string"},
                   "fenced": {"type": "boolean", "description": "This node could not renew its lease for half of"
                                                               " it: its copies are stopped and it claims no job"},
-                  "nodes": array(node)},
+                  "nodes": array(node),
+                  "libguestfs": {**obj({"backend": {"enum": ["kvm", "tcg", "probing", "unknown"]},
+                                        "why": {"type": "string"}}, ["backend", "why"]),
+                                 "description": "How the libguestfs appliance (virt-v2v, guest inspection) runs"
+                                                " here: found by starting it once, at start"}},
                  list(counts) + ["version", "timestamp"])
     template = {**definition, "properties": {k: v for k, v in definition["properties"].items() if k != "id"},
                 "description": "A job definition without id; vm_path may end in a glob (Datacenter/vm/prod/*)."}

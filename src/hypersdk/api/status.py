@@ -15,8 +15,9 @@ HEALTH_TIMEOUT = 2.0
 class StatusAPI:
     log = Logger()
 
-    def __init__(self, manager: JobManager, store, clock, started_at: float, membership=None):
+    def __init__(self, manager: JobManager, store, clock, started_at: float, membership=None, appliance=None):
         self._manager = manager
+        self._appliance = appliance  # libguestfs' backend here: {"backend": "kvm" | "tcg" | ..., "why": ...}
         self._membership = membership
         self._store = store
         self._clock = clock
@@ -44,6 +45,8 @@ class StatusAPI:
         """The /status fields (the WebSocket's ``status`` message carries them too)."""
         body = self._manager.status()
         body.update(version=__version__, uptime_seconds=self._uptime(), timestamp=rfc3339(self._clock.seconds()))
+        if self._appliance is not None:
+            body["libguestfs"] = self._appliance.describe()
         if self._membership is not None:
             body["node"] = self._membership.name
             body["fenced"] = self._membership.fence.fenced  # its lease lapsed: it copies and claims nothing

@@ -12,10 +12,17 @@ it imports nothing of hypersdk. It speaks JSON lines on stdout and stdin:
    it remounts read-write, writes those files (never anything else), and
    prints ``{"written": [paths]}``. Then it exits.
 
-Failures print ``{"error": "..."}`` and exit 1 (2: no operating system found).
+Failures print ``{"error": "..."}`` and exit 1 (2: no operating system found); when the
+appliance did not start, with ``"launch_failed": true`` and the last lines libguestfs and qemu
+wrote (``"log"``), which libguestfs keeps to itself unless asked.
+
+``--probe`` starts the appliance on a scratch disk and prints ``{"started": true}``, or
+``{"no_kvm": why}`` without starting it when /dev/kvm cannot be opened (libguestfs would run
+under TCG anyway), or the launch failure above.
 """
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -26,21 +33,42 @@ import guestfs
 KERNEL_DIRS = ("/lib/modules", "/usr/lib/modules")
 UDEVD = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd", "/sbin/udevd")
 INITRAMFS_NAMES = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
+LOG_LINES = 20  # of libguestfs' and qemu's output, kept for a launch failure
+KVM = "/dev/kvm"
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--drive", action="append", required=True, help="PATH:FORMAT, the boot disk first")
-    parser.add_argument("--initramfs", required=True, help="where to put the default kernel's initramfs")
+    parser.add_argument("--drive", action="append", default=[], help="PATH:FORMAT, the boot disk first")
+    parser.add_argument("--initramfs", help="where to put the default kernel's initramfs")
     parser.add_argument("--writable", action="store_true", help="allow step 2 to write files")
+    parser.add_argument("--probe", action="store_true", help="only start the appliance, on a scratch disk")
     args = parser.parse_args()
+    if not args.probe and not (args.drive and args.initramfs):
+        parser.error("--drive and --initramfs are required")
+    if args.probe:
+        why_not = kvm_unusable()
+        if why_not:
+            answer({"no_kvm": why_not})
+            return 0
     g = guestfs.GuestFS(python_return_dict=True)
+    log = keep_log(g)
     try:
+        if args.probe:
+            g.add_drive_scratch(1 << 20)
         for drive in args.drive:
             path, _, fmt = drive.rpartition(":")
             g.add_drive_opts(path, format=fmt, readonly=not args.writable)
         progress("starting the libguestfs appliance")
-        g.launch()
+        try:
+            g.launch()
+        except RuntimeError as e:
+            answer({"error": str(e).splitlines()[0], "launch_failed": True, "log": list(log)})
+            return 1
+        if args.probe:
+            g.shutdown()
+            answer({"started": True})
+            return 0
         roots = g.inspect_os()
         if not roots:
             answer({"error": "no operating system was found on the guest's disks", "no_os": True})
@@ -63,6 +91,27 @@ def main():
         return 1
     finally:
         g.close()
+
+
+def kvm_unusable():
+    """Why libguestfs will not even try KVM here (it opens /dev/kvm read-write first), or None."""
+    try:
+        os.close(os.open(KVM, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return f"{KVM} cannot be opened ({e.strerror}), so libguestfs runs its appliance under TCG"
+    return None
+
+
+def keep_log(g):
+    """The last lines of what libguestfs and the appliance's qemu say: not printed unless verbose."""
+    lines = collections.deque(maxlen=LOG_LINES)
+
+    def on_event(event, handle, buf, array):
+        text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf)
+        lines.extend(line for line in text.splitlines() if line.strip())
+
+    g.set_event_callback(on_event, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY | guestfs.EVENT_WARNING)
+    return lines
 
 
 def progress(message):
@@ -107,6 +156,7 @@ def report(g, root, initramfs_out):
     found["udev"] = any(g.exists(path) for path in UDEVD)
     found["grub_defaults"] = g.cat("/etc/default/grub") if g.is_file("/etc/default/grub") else ""
     return found
+
 
 
 def default_kernel(g):

@@ -6,5 +6,6 @@ from ..config import Config
 from .migration import MigrationPipeline
 
 
-def build_pipeline(config: Config, reactor, *, cwd: str, vsphere, store, confirm=None) -> MigrationPipeline:
-    return MigrationPipeline(reactor, config, cwd, vsphere, store, confirm=confirm)
+def build_pipeline(config: Config, reactor, *, cwd: str, vsphere, store, confirm=None, appliance=None
+                   ) -> MigrationPipeline:
+    return MigrationPipeline(reactor, config, cwd, vsphere, store, confirm=confirm, appliance=appliance)

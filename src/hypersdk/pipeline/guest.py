@@ -13,6 +13,7 @@ from ..jobs.progress import ProgressReporter
 from ..libvirt.domain_xml import DomainDisk, build_domain_xml, virtio_target
 from ..vsphere.model import VmInfo
 from . import commands
+from .appliance import appliance_failure
 from .conversion import ToolFailed
 from .destination import PlannedDisk
 from .process import ProcessRunner
@@ -62,6 +63,9 @@ async def convert_guest(processes: ProcessRunner, in_thread, *, vm: VmInfo, doma
                                      on_output=messages.line)
     finally:
         await in_thread(shutil.rmtree, scratch, True)
+    if not result.ok and "guestfs_launch failed" in (messages.error or ""):
+        raise ToolFailed(f"virt-v2v exited {result.exit_code}: "
+                         + appliance_failure(env, cache_dir, [*result.stderr_tail, messages.error]))
     if not result.ok:
         raise ToolFailed(f"virt-v2v exited {result.exit_code}: {messages.error}" if messages.error
                          else result.describe("virt-v2v"))

@@ -5,7 +5,9 @@ system's Python and libguestfs. It reports the guest's OS, default kernel and
 modules, and downloads that kernel's initramfs into the job's work directory;
 the daemon reads the initramfs's member names in a thread, decides (pure code
 in ``guest/``) which files to write, and sends them back: one appliance start
-per disk set. Only copies are ever opened: the source is never touched.
+per disk set, also when it finds no operating system (it says so and exits:
+nothing else starts the appliance for that job). Only copies are ever opened:
+the source is never touched.
 """
 
 from __future__ import annotations
@@ -17,16 +19,13 @@ from typing import Callable, Optional, Sequence
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 
-from .. import guest
 from ..errors import HyperSDKError
 from ..guest.devices import DevicePlan
 from ..guest.facts import GuestFacts, facts_from_report
 from ..guest.initramfs import member_names
 from ..guest.names import NamePlan
+from .appliance import INSPECTOR, SYSTEM_PYTHON, appliance_failure
 from .process import ChildProcess, ProcessRunner
-
-SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter with libguestfs' bindings (python3-guestfs)
-INSPECTOR = os.path.join(os.path.dirname(guest.__file__), "inspector.py")  # not importable here: no guestfs
 
 # What to write once the facts are known: [(path in the guest, content)]
 FilesFor = Callable[[GuestFacts], Sequence[tuple[str, str]]]
@@ -118,6 +117,9 @@ async def inspect_guest(processes: ProcessRunner, in_thread, clock, *, drives: S
     try:
         report = await replies.next(child)
         if "error" in report:
+            if report.get("launch_failed"):
+                raise InspectionFailed("inspecting the copied guest: " + appliance_failure(
+                    env, env.get("LIBGUESTFS_CACHEDIR", ""), report.get("log") or [report["error"]]))
             failure = NoOperatingSystem if report.get("no_os") else InspectionFailed
             raise failure(f"inspecting the copied guest: {report['error']}")
         paths = await in_thread(_thd_member_names, initramfs) if report.get("initramfs") else None

@@ -41,6 +41,7 @@ from ..vsphere.connection import VCenterParams
 from ..vsphere.datastore import parse_datastore_path
 from ..vsphere.model import VmInfo
 from .bootcheck import boot_check, boot_check_spec
+from .appliance import unprobed
 from .commands import libguestfs_env
 from .copying import Copying
 from .destination import Destination, PlannedDisk
@@ -104,7 +105,8 @@ class MigrationPipeline:
     log = Logger()
 
     def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, store,
-                 processes: Optional[ProcessRunner] = None, confirm: Optional[Callable[[str], Awaitable]] = None):
+                 processes: Optional[ProcessRunner] = None, confirm: Optional[Callable[[str], Awaitable]] = None,
+                 appliance=None):
         self._reactor = reactor
         self._config = config
         self._store = store  # transfer checkpoints
@@ -117,6 +119,7 @@ class MigrationPipeline:
         self._vsphere = vsphere
         self._threads = RemoteCallPool(minthreads=0, maxthreads=8, name="libvirt")
         self._tools = Tools(config.vddk.libdir)
+        self._appliance = appliance or unprobed(config.pipeline.libguestfs_force_tcg)  # KVM or TCG: probed at start
 
     # -- service hooks -------------------------------------------------------------
 
@@ -227,7 +230,7 @@ class MigrationPipeline:
             delivered = await convert_guest(
                 self._processes, self._thd, vm=vm, domain=domain, disks=planned, spec=spec, work_dir=job.work_dir,
                 cache_dir=os.path.join(self._work_root, ".libguestfs-cache"),
-                force_tcg=self._config.pipeline.libguestfs_force_tcg, reporter=job.reporter,
+                force_tcg=(await self._appliance.backend()).force_tcg, reporter=job.reporter,
                 virtio_win=self._config.pipeline.virtio_win,
             )
         else:
@@ -285,7 +288,7 @@ class MigrationPipeline:
         try:
             facts, written = await inspect_guest(
                 self._processes, self._thd, self._reactor, drives=drives, work_dir=job.work_dir, files_for=files_for,
-                env=self._libguestfs_env(scratch, job.work_dir), timeout=self._config.pipeline.inspection_timeout)
+                env=await self._libguestfs_env(scratch, job.work_dir), timeout=self._config.pipeline.inspection_timeout)
         except NoOperatingSystem:  # a VM of data disks: nothing to boot, nothing to adapt
             return Adapted(choose_devices(vm.disks, vm.nics, mode),
                            note="no operating system was found on the copied disks: the source's device models are"
@@ -305,10 +308,10 @@ class MigrationPipeline:
                                 keep_running=spec.destination.start, network_name=f"hypersdk-check-{job.job_id[:8]}",
                                 shutdown_grace=self._config.boot_check.shutdown_timeout)
 
-    def _libguestfs_env(self, scratch: str, home: str) -> dict:
-        pipeline = self._config.pipeline
+    async def _libguestfs_env(self, scratch: str, home: str) -> dict:
+        pipeline, backend = self._config.pipeline, await self._appliance.backend()
         return libguestfs_env(cache_dir=os.path.join(self._work_root, ".libguestfs-cache"), scratch=scratch,
-                              home=home, force_tcg=pipeline.libguestfs_force_tcg, virtio_win=pipeline.virtio_win)
+                              home=home, force_tcg=backend.force_tcg, virtio_win=pipeline.virtio_win)
 
     def _copying(self, job: _Job, params: VCenterParams, readers, verify_mode) -> Copying:
         pipeline = self._config.pipeline
