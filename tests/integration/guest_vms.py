@@ -2,7 +2,7 @@
 
 Each VM has BIOS firmware, 1 GiB of memory (grub runs out of memory in the simulator's default 32 MiB),
 a Debian guest id, its boot disk on a pvscsi or LSI Logic SAS controller, and one vmxnet3 or e1000e
-NIC at PCI slot 192 (the guest calls it ens192). The disk is a monolithicFlat VMDK in the datastore:
+NIC at PCI slot 192 (the guest calls it ens192), or with no slot, as vCenter shows a VM that never ran. The disk is a monolithicFlat VMDK in the datastore:
 a descriptor and a flat extent that links to the cached guest image (read only; the migration only
 reads it).
 """
@@ -10,6 +10,7 @@ reads it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from pyVmomi import vim
 
@@ -38,7 +39,7 @@ def flat_vmdk(directory: Path, name: str, image: Path) -> None:
 
 def create_guest_vm(si: vim.ServiceInstance, sim: Vcsim, name: str, image: Path, *, controller: str = "pvscsi",
                     nic: str = "vmxnet3", mac: str = "00:50:56:01:02:03", network: str = "VM Network",
-                    timeout: float = 30.0) -> str:
+                    slot: Optional[int] = SLOT, timeout: float = 30.0) -> str:
     """A powered-off VM holding the guest; returns its inventory path."""
     content = si.RetrieveContent()
     dc = content.searchIndex.FindByInventoryPath("DC0")
@@ -51,7 +52,7 @@ def create_guest_vm(si: vim.ServiceInstance, sim: Vcsim, name: str, image: Path,
         backing=dev.VirtualDisk.FlatVer2BackingInfo(fileName=f"[LocalDS_0] {name}/{name}.vmdk",
                                                     diskMode="persistent", thinProvisioned=False))
     card = NICS[nic](key=-300, addressType="manual", macAddress=mac,
-                     slotInfo=dev.VirtualDevice.PciBusSlotInfo(pciSlotNumber=SLOT),
+                     slotInfo=None if slot is None else dev.VirtualDevice.PciBusSlotInfo(pciSlotNumber=slot),
                      backing=dev.VirtualEthernetCard.NetworkBackingInfo(deviceName=network))
     changes = [
         dev.VirtualDeviceSpec(operation="add", device=CONTROLLERS[controller](key=-100, busNumber=0,

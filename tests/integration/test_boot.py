@@ -22,16 +22,16 @@ from hypersdk.libvirt.domain_xml import parse_domain_summary
 from tests.guest.build import guest_image
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon
-from tests.integration.guest_vms import create_guest_vm
+from tests.integration.guest_vms import SLOT, create_guest_vm
 from tests.integration.test_live import start_ws_client
 
 MARKER = r"HYPERSDK-MARKER \S+ \S+"
 ADDRESS = "10.11.12.13/24"
-CASES = {  # name -> (method, device_models, controller, nic, start)
-    "pvscsi": ("https", "auto", "pvscsi", "vmxnet3", False),
-    "lsisas": ("https", "auto", "lsisas", "e1000e", True),
-    "v2v": ("virt-v2v", None, "pvscsi", "vmxnet3", False),
-    "virtio": ("https", "virtio", "pvscsi", "vmxnet3", False),
+CASES = {  # name -> (method, device_models, controller, nic, start, the NIC's PCI slot in vCenter)
+    "pvscsi": ("https", "auto", "pvscsi", "vmxnet3", False, SLOT),
+    "lsisas": ("https", "auto", "lsisas", "e1000e", True, None),  # no slot: the guest's own configuration names it
+    "v2v": ("virt-v2v", None, "pvscsi", "vmxnet3", False, SLOT),
+    "virtio": ("https", "virtio", "pvscsi", "vmxnet3", False, SLOT),
 }
 
 
@@ -54,11 +54,11 @@ def boots(tmp_path_factory, sim, si):
     updates: list[dict] = []
     threading.Thread(target=lambda: updates.extend(json.loads(line) for line in watcher.stdout), daemon=True).start()
     try:
-        for n, (case, (method, models, controller, nic, start)) in enumerate(CASES.items()):
+        for n, (case, (method, models, controller, nic, start, slot)) in enumerate(CASES.items()):
             name = f"boot-{case}-{run}"
             domains.append(name)
             path = create_guest_vm(si, sim, name, image, controller=controller, nic=nic,
-                                   mac=f"00:50:56:3a:{n:02x}:01")
+                                   mac=f"00:50:56:3a:{n:02x}:01", slot=slot)
             options = {"conversion_method": method, "network_mapping": {"*": bridge},
                        "boot_check": {"ready_pattern": MARKER, **({"timeout": 150} if case == "virtio" else {})}}
             if models:
@@ -131,6 +131,14 @@ def test_https_moves_lsi_logic_sas_to_sata_and_leaves_a_started_domain_on_its_re
     assert dom.isActive() and result["boot_check"]["left_running"] is True
     live = parse_domain_summary(dom.XMLDesc(0))
     assert live["interfaces"][0]["type"] == "bridge" and live["interfaces"][0]["source"] == boots["bridge"]
+
+
+def test_a_nic_without_a_pci_slot_in_vcenter_gets_the_name_the_guests_configuration_expects(boots):
+    job = boots["jobs"]["lsisas"]
+    result = passed(job)  # the marker line: ens192 came up with its static address
+    assert [(p["mac"], p["name"], p["by"]) for p in result["pinned_interfaces"]] == [
+        ("00:50:56:3a:01:01", "ens192", "pci_order")]
+    assert result["warnings"] == [] and not any("warning" in h["message"] for h in job["history"])
 
 
 def test_virt_v2v_converts_the_guest_to_virtio_and_it_keeps_ens192(boots):

@@ -133,6 +133,10 @@ def test_vm_becomes_a_libvirt_domain_with_identical_disks(daemon, sim, si, libvi
     result = job["result"]
     assert result["domain_name"] == source.name and result["verified"] is True
     assert result["bytes_copied"] == 96 * MiB
+    # vCenter gives these NICs no PCI slot, and source models do not read the guest: the job says so
+    assert len(result["warnings"]) == 2 and all("has no PCI slot in vCenter" in w for w in result["warnings"])
+    assert [h["message"] for h in job["history"] if h["message"].startswith("warning: ")] == [
+        f"warning: {w}" for w in result["warnings"]]
     volumes = [d["volume"] for d in result["disks"]]
     assert volumes == [f"{source.name}-disk1.qcow2", f"{source.name}-disk2.qcow2"]
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from attrs import frozen
 
 from .initramfs import module_name, module_names
+from .netconfig import ConfiguredName, configured_names
 
 
 @frozen
@@ -26,6 +27,7 @@ class GuestFacts:
     modules: frozenset[str] = frozenset()  # loadable once booted: the module tree + built in
     udev: bool = False  # systemd-udevd names interfaces (.link files apply)
     predictable_names: bool = True  # not net.ifnames=0 / biosdevname=1
+    configured: tuple[ConfiguredName, ...] = ()  # interface names its own network configuration expects
 
     @property
     def linux(self) -> bool:
@@ -48,6 +50,7 @@ def facts_from_report(report: dict[str, Any], initramfs_paths: Optional[list[str
         modules=builtin | tree,
         udev=bool(report.get("udev")),
         predictable_names=predictable_names(kernel_cmdline_of_grub_defaults(report.get("grub_defaults") or "")),
+        configured=configured_names(report.get("network_files") or {}),
     )
 
 

@@ -33,6 +33,12 @@ import guestfs
 KERNEL_DIRS = ("/lib/modules", "/usr/lib/modules")
 UDEVD = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd", "/sbin/udevd")
 INITRAMFS_NAMES = ("/boot/initrd.img-{v}", "/boot/initramfs-{v}.img", "/boot/initrd-{v}", "/boot/initrd-{v}.img")
+# The guest's own network configuration (names it expects): networkd, ifupdown, netplan, NetworkManager, ifcfg
+NETWORK_FILES = ("/etc/systemd/network/*.network", "/etc/network/interfaces", "/etc/network/interfaces.d/*",
+                 "/etc/netplan/*.yaml", "/etc/NetworkManager/system-connections/*",
+                 "/etc/sysconfig/network-scripts/ifcfg-*", "/etc/sysconfig/network/ifcfg-*")
+MAX_NETWORK_FILES = 200
+MAX_NETWORK_FILE_BYTES = 256 * 1024
 LOG_LINES = 20  # of libguestfs' and qemu's output, kept for a launch failure
 KVM = "/dev/kvm"
 
@@ -155,8 +161,23 @@ def report(g, root, initramfs_out):
         found[name.replace(".", "_")] = g.read_lines(path) if path and g.is_file(path) else []
     found["udev"] = any(g.exists(path) for path in UDEVD)
     found["grub_defaults"] = g.cat("/etc/default/grub") if g.is_file("/etc/default/grub") else ""
+    found["network_files"] = network_files(g)
     return found
 
+
+def network_files(g):
+    """{path: text} of the guest's network configuration files (parsed by the daemon)."""
+    found = {}
+    for pattern in NETWORK_FILES:
+        for path in sorted(g.glob_expand(pattern)):
+            if len(found) >= MAX_NETWORK_FILES:
+                return found
+            try:
+                if g.is_file(path, followsymlinks=True) and g.filesize(path) <= MAX_NETWORK_FILE_BYTES:
+                    found[path] = g.read_file(path).decode("utf-8", "replace")
+            except RuntimeError as e:  # a dangling link, a file it may not read: the others still count
+                progress(f"cannot read {path}: {e}")
+    return found
 
 
 def default_kernel(g):

@@ -95,11 +95,17 @@ class Adapted:
     names: Optional[NamePlan] = None
     written: tuple[str, ...] = ()
     note: str = ""  # why the guest was not read, when it was not
+    unread: tuple[str, ...] = ()  # NICs whose names could not be known without reading the guest
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know although the job goes on (a name that will not apply on KVM)."""
+        return (self.names.warnings if self.names is not None else ()) + self.unread
 
     def describe(self) -> dict:
         return {"guest": None if self.facts is None else self.facts.describe(), "devices": self.devices.describe(),
                 **(self.names.describe() if self.names is not None else {"pinned_interfaces": []}),
-                **({"guest_note": self.note} if self.note else {})}
+                "warnings": list(self.warnings), **({"guest_note": self.note} if self.note else {})}
 
 
 async def inspect_guest(processes: ProcessRunner, in_thread, clock, *, drives: Sequence[tuple[str, str]],

@@ -30,7 +30,7 @@ from ..errors import Conflict, HyperSDKError, InvalidField
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
 from ..guest.devices import choose_devices
-from ..guest.names import NamePlan, names_to_pin
+from ..guest.names import NamePlan, names_to_pin, not_read_warnings
 from ..guest.support import v2v_problem
 from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, on_buses, safe_domain_name
 from ..libvirt.guestrun import GuestRun
@@ -238,6 +238,8 @@ class MigrationPipeline:
 
         adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
                                                    for disk, path in zip(planned, delivered)])
+        for warning in adapted.warnings:  # (in the result too)
+            job.reporter.note(f"warning: {warning}")
 
         job.stage("import", f"defining domain {domain} on {spec.destination.libvirt_uri}")
         await self._still_ours(job)
@@ -269,11 +271,13 @@ class MigrationPipeline:
         """Read the copied guest (its drivers decide the device models in ``auto``) and pin its
         interface names; skipped when there is nothing to decide or to pin."""
         mode = job.spec.options.device_models
-        pins_wanted = any(nic.pci_slot is not None for nic in vm.nics)
+        # names to pin: from vCenter's slots, or else (source: the guest is not looked at) from the guest's own
+        pins_wanted = any(nic.pci_slot is not None for nic in vm.nics) or (bool(vm.nics) and mode != "source")
         problem = self._tools.inspection_problem()  # (auto was refused at submit then)
         if problem or (mode != "auto" and not pins_wanted):
             return Adapted(choose_devices(vm.disks, vm.nics, mode),
-                           note=f"the guest was not read: {problem}" if problem and pins_wanted else "")
+                           note=f"the guest was not read: {problem}" if problem and pins_wanted else "",
+                           unread=not_read_warnings(vm.nics, problem or f"device_models: {mode}"))
         job.stage("inspection", "reading the copied guest's drivers and network settings")
         await self._still_ours(job)  # (it writes into the guest's disk)
         plans: list[NamePlan] = []
