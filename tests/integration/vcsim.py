@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -222,6 +223,16 @@ class Vcsim:
             return None
         ctx = ssl.create_default_context(cadata=self.info.ca_pem)
         return ctx
+
+    def served(self) -> dict[str, int]:
+        """Body bytes the datastore's GETs sent so far, per file (``/folder/<vm>/<file>``): what clients
+        really read from it, rereads included (the simulator counts them: GET /served)."""
+        url = f"{self.info.scheme}://127.0.0.1:{self.info.port}/served"
+        with urllib.request.urlopen(url, timeout=10, context=self.ssl_context()) as answer:
+            return json.loads(answer.read())
+
+    def served_bytes(self, vm_dir: str, file: str) -> int:
+        return self.served().get(f"/folder/{vm_dir}/{file}", 0)
 
     def ca_file(self) -> Path:
         """The simulator's CA certificate as a PEM file."""

@@ -7,6 +7,9 @@
 // datastore directories, certificate thumbprints and PEMs), and serves until
 // SIGTERM/SIGINT, until its stdin closes, or until its parent dies.
 //
+// GET /served answers, as JSON, the bytes each datastore file's GET responses under /folder/ sent
+// ({"/folder/vm/vm-flat.vmdk": 268435456}): what a client really read, rereads included.
+//
 // Only -username/-password log in: the simulator's default accepts any
 // non-empty credentials.
 //
@@ -38,6 +41,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -182,10 +186,8 @@ func main() {
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
 	server := model.Service.NewServer()
-	if *streamRate > 0 {
-		// Go reads the handler per request: wrapping it now covers every request to come.
-		server.Config.Handler = rateLimited(server.Config.Handler, *streamRate)
-	}
+	// Go reads the handler per request: wrapping it now covers every request to come.
+	server.Config.Handler = datastoreReads(server.Config.Handler, &servedBytes{files: map[string]int64{}}, *streamRate)
 
 	host, portText, _ := net.SplitHostPort(server.URL.Host)
 	port, _ := strconv.Atoi(portText)
@@ -249,15 +251,61 @@ func main() {
 	}
 }
 
-// rateLimited holds the body of each GET under /folder/ to ``rate`` bytes per second, each response
-// on its own (parallel ranges multiply the total, as on a real host).
-func rateLimited(next http.Handler, rate int64) http.Handler {
+// datastoreReads counts the body bytes of each GET under /folder/ per file (GET /served answers
+// them) and, with a rate above 0, holds each response to that many bytes per second, each
+// response on its own (parallel ranges multiply the total, as on a real host).
+func datastoreReads(next http.Handler, served *servedBytes, rate int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/served" {
+			served.answer(w)
+			return
+		}
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/folder/") {
-			w = &pacedWriter{ResponseWriter: w, rate: rate, start: time.Now()}
+			w = &countingWriter{ResponseWriter: w, served: served, file: r.URL.Path}
+			if rate > 0 {
+				w = &pacedWriter{ResponseWriter: w, rate: rate, start: time.Now()}
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// servedBytes: body bytes sent per datastore file (URL path, without the query).
+type servedBytes struct {
+	mu    sync.Mutex
+	files map[string]int64
+}
+
+func (s *servedBytes) add(file string, n int64) {
+	s.mu.Lock()
+	s.files[file] += n
+	s.mu.Unlock()
+}
+
+func (s *servedBytes) answer(w http.ResponseWriter) {
+	s.mu.Lock()
+	body, err := json.Marshal(s.files)
+	s.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
+}
+
+// countingWriter adds what the connection took of a response body (a write cut short by a client
+// that went away counts what was sent of it).
+type countingWriter struct {
+	http.ResponseWriter
+	served *servedBytes
+	file   string
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.served.add(c.file, int64(n))
+	return n, err
 }
 
 type pacedWriter struct {
