@@ -17,6 +17,7 @@ from typing import Optional
 
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
+from tests.integration.filesystems import fill, small_filesystem
 from tests.integration.test_hyperctl import hyperctl
 from tests.integration.test_migration import tool_processes
 from tests.integration.vcsim import MiB, Write, create_vm_with_disk, destroy_vm
@@ -87,9 +88,10 @@ def output_file(out: Path, name: str) -> str:
 
 
 @contextmanager
-def copying(tmp_path, sim, si, size: int, config: Optional[dict] = None):
-    """A daemon, a source VM of ``size`` bytes in the capped simulator, and an output directory."""
-    out = Path(libvirtd.scratch_dir("hypersdk-tx-"))
+def copying(tmp_path, sim, si, size: int, config: Optional[dict] = None, out: Optional[Path] = None):
+    """A daemon, a source VM of ``size`` bytes in the capped simulator, and an output directory (``out``,
+    or a new one)."""
+    out = out or Path(libvirtd.scratch_dir("hypersdk-tx-"))
     source = Source(si, sim, tmp_path, size)
     (tmp_path / "d").mkdir()
     d = Daemon(tmp_path / "d", config).start()
@@ -181,6 +183,31 @@ def test_a_silent_source_fails_the_job_resumably_and_resume_goes_on_from_the_che
         assert "resuming from" in " ".join(h["message"] for h in job["history"])
         again = d.post(f"/jobs/{job_id}/resume")
         assert again.status_code == 409 and "completed" in again.json()["error"]
+
+
+def test_a_destination_that_fills_up_mid_copy_fails_the_job_in_words_and_resumes_once_space_is_freed(
+        tmp_path, capped, capped_si):
+    size = 256 * MiB
+    with small_filesystem(size + 32 * MiB, "hypersdk-tx-full-") as out:
+        with copying(tmp_path, capped, capped_si, size, out=out) as (d, source, _):
+            job_id = d.submit(source.definition(capped, str(out)))
+            d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 32 * MiB, 60)
+            filler = fill(out)  # another writer takes the rest: the data at 85 MiB and 128 MiB finds no room
+            job = d.wait_finished(job_id, 60)
+            assert job["status"] == "failed" and job["result"]["resumable"] is True
+            error, image = job["error"], output_file(out, source.name)
+            assert error.startswith(f"conversion: copying {job['progress']['disks'][0]['label']} from vCenter ")
+            assert f": no space left on the destination's file system (writing {image}, bytes " in error \
+                   or f": no space left on the destination's file system (syncing {image})" in error, error
+            assert error.endswith("): free space there, then resume the job: the chunks copied so far are kept"
+                                  f" (resumable: POST /jobs/{job_id}/resume)"), error
+            assert "error 28" not in error and "No space left on device" not in error
+            filler.unlink()  # space freed: the resume goes on from the checkpoints
+            assert d.post(f"/jobs/{job_id}/resume").status_code == 202
+            job = d.wait_finished(job_id, 120)
+            assert job["status"] == "completed", job["error"]
+            assert job["progress"]["resumed_at_bytes"] >= 32 * MiB
+            assert source.copied_to(image)
 
 
 def test_a_killed_daemon_resumes_its_copy_after_restart_reading_little_again(tmp_path, capped, capped_si):

@@ -26,6 +26,7 @@ from hypersdk.pipeline.transfer.engine import DiskCopy, StreamSource, TransferFa
 from hypersdk.pipeline.transfer.plan import chunks
 from hypersdk.pipeline.transfer.worker import chunk_hash
 from tests.integration.daemon import wait_for
+from tests.integration.filesystems import fill, read_only, small_filesystem
 
 MiB = 1 << 20
 SIZE = 40 * MiB
@@ -211,10 +212,11 @@ def test_into_a_qcow2_through_qemu_nbd_then_verified_by_chunk_hashes(datastore, 
                                str(nbd_socket), str(image)])
     try:
         wait_for(lambda: nbd_socket.exists(), 10, "qemu-nbd")
-        lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "nbd", "socket": str(nbd_socket)}), tmp_path)
+        target = {"kind": "nbd", "socket": str(nbd_socket), "path": str(image)}
+        lines = run_worker(copy_spec(datastore, tmp_path, target), tmp_path)
         assert lines[-1]["done"] is True
         expected = {line["chunk"]: line["hash"] for line in lines if "chunk" in line}
-        checked = run_worker({"mode": "verify", "target": {"kind": "nbd", "socket": str(nbd_socket)},
+        checked = run_worker({"mode": "verify", "target": target,
                               "chunks": [[c.index, c.offset, c.length] for c in chunks(SIZE, CHUNK)]}, tmp_path)
         assert {line["checked"]: line["hash"] for line in checked if "checked" in line} == expected
     finally:
@@ -226,6 +228,54 @@ def test_into_a_qcow2_through_qemu_nbd_then_verified_by_chunk_hashes(datastore, 
     allocated = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True,
                                           text=True, check=True).stdout)["actual-size"]
     assert allocated < 4 * MiB
+
+
+FULL = ("no space left on the destination's file system (writing {path}, bytes {start}-{end}): free space there,"
+        " then resume the job: the chunks copied so far are kept")
+
+
+def test_a_raw_file_on_a_full_file_system_ends_the_worker_naming_the_condition_the_file_and_the_resume(
+        datastore, tmp_path):
+    with small_filesystem(4 * MiB) as directory:
+        fill(directory)
+        target = directory / "disk.raw"
+        lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "file", "path": str(target), "size": SIZE},
+                                     streams=1), tmp_path, expect_exit=1)
+    assert lines[-1] == {"error": FULL.format(path=target, start=0, end=CHUNK - 1), "kind": "target"}
+    assert not [line for line in lines if "chunk" in line]
+
+
+def test_a_qcow2_on_a_full_file_system_ends_the_worker_naming_the_condition_as_libnbd_reports_it(
+        datastore, tmp_path):
+    with small_filesystem(4 * MiB) as directory:
+        image = directory / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(SIZE)], check=True)
+        nbd_socket = tmp_path / "nbd.sock"
+        server = subprocess.Popen(["qemu-nbd", "--format=qcow2", "--shared=8", "--persistent", "--cache=writeback",
+                                   "--socket", str(nbd_socket), str(image)])
+        try:
+            wait_for(lambda: nbd_socket.exists(), 10, "qemu-nbd")
+            fill(directory)
+            target = {"kind": "nbd", "socket": str(nbd_socket), "path": str(image)}
+            lines = run_worker(copy_spec(datastore, tmp_path, target, streams=1), tmp_path, expect_exit=1)
+        finally:
+            server.terminate()
+            server.wait(10)
+    assert lines[-1]["kind"] == "target"
+    assert lines[-1]["error"] in (FULL.format(path=image, start=0, end=CHUNK - 1),  # the write, or the flush after it
+                                  FULL.format(path=image, start=0, end=CHUNK - 1).replace(
+                                      f"writing {image}, bytes 0-{CHUNK - 1}", f"syncing {image}"))
+
+
+def test_a_destination_on_a_read_only_file_system_ends_the_worker_before_any_read(datastore, tmp_path):
+    with small_filesystem(4 * MiB) as directory:
+        read_only(directory)
+        target = directory / "disk.raw"
+        lines = run_worker(copy_spec(datastore, tmp_path, {"kind": "file", "path": str(target), "size": SIZE}),
+                           tmp_path, expect_exit=1)
+    assert lines == [{"error": f"the destination's file system is read-only (opening {target}): make it writable, or"
+                               " choose another output_dir or storage pool, then resume the job", "kind": "target"}]
+    assert datastore.requests == []
 
 
 def test_a_source_that_keeps_failing_ends_the_worker_with_an_error_naming_the_range(datastore, tmp_path):

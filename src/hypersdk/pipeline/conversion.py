@@ -3,13 +3,18 @@
 nbdkit serves the datastore file on a private unix socket and qemu-img reads it
 from there straight into the destination: no intermediate copy. Both are
 supervised children; cancelling kills qemu-img, then nbdkit.
+
+A failure says which side failed, in the user's words: the source disk with what nbdkit said about
+it, or the destination's condition (``conditions.py``) with its file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
@@ -17,14 +22,15 @@ from attrs import frozen
 from twisted.logger import Logger
 
 from ..errors import HyperSDKError
-from . import commands
+from . import commands, conditions
 from .disks import DiskSource
-from .process import ProcessRunner
+from .process import ProcessResult, ProcessRunner
 from .progress import RateMeter, qemu_img_percent
 
 
 log = Logger()
 SERVER_START_SECONDS = 30.0
+NBDKIT_ERROR = re.compile(r"^nbdkit: (?:[^:]*: )?error: ")  # "nbdkit: curl[3]: error: <what>"
 
 
 class ToolFailed(HyperSDKError):
@@ -57,42 +63,70 @@ ServerArgv = Callable[[str, str], list[str]]
 
 async def convert(processes: ProcessRunner, serve: ServerArgv, disk: DiskSource, target: Target,
                   on_percent: Callable[[float], None]) -> None:
-    async with nbd_server(processes, serve) as uri:
-        argv = commands.qemu_img_convert(uri, disk.format, target.path, target.format, target_exists=target.exists)
+    async with nbd_server(processes, serve) as server:
+        argv = commands.qemu_img_convert(server.uri, disk.format, target.path, target.format,
+                                         target_exists=target.exists)
         result = await processes.run("qemu-img convert", argv, on_output=_percent_handler(on_percent))
     if not result.ok:
-        raise ToolFailed(result.describe("qemu-img"))
+        raise ToolFailed(tool_failure(result, "qemu-img", "writing", disk, target, server.errors))
 
 
 async def verify(processes: ProcessRunner, serve: ServerArgv, disk: DiskSource, target: Target,
                  on_percent: Callable[[float], None]) -> None:
     """The destination's guest-visible content equals the source's, byte for byte."""
-    async with nbd_server(processes, serve) as uri:
-        argv = commands.qemu_img_compare(uri, disk.format, target.path, target.format)
+    async with nbd_server(processes, serve) as server:
+        argv = commands.qemu_img_compare(server.uri, disk.format, target.path, target.format)
         result = await processes.run("qemu-img compare", argv, on_output=_percent_handler(on_percent))
     if result.exit_code == 1:
-        detail = next((line for line in reversed(result.stderr_tail) if line.strip()), "")
+        detail = result.last_line
         raise VerificationFailed(f"{disk.disk.label} differs from the source{': ' + detail if detail else ''}")
     if not result.ok:
-        raise ToolFailed(result.describe("qemu-img compare"))
+        raise ToolFailed(tool_failure(result, "qemu-img compare", "reading", disk, target, server.errors))
+
+
+def tool_failure(result: ProcessResult, name: str, doing: str, disk: DiskSource, target: Target,
+                 source_errors) -> str:
+    """Why qemu-img failed: reading the source (with what nbdkit said), or the destination's condition
+    and file (``doing`` it: "writing"); else its own last line."""
+    last = result.last_line
+    if source_errors and ("while reading" in last or "nbd+unix:" in last):
+        return (f"{name} could not read {disk.disk.label} ({disk.datastore} {disk.path}) from the datastore:"
+                f" nbdkit: {source_errors[-1]} ({last})")
+    if "while writing" in last or target.path in last:
+        said = conditions.in_tool_output(last, f"{name} {doing} {target.path}",
+                                         conditions.AGAIN if doing == "writing" else "")
+        if said is not None:
+            return said
+    return result.describe(name)
+
+
+@frozen
+class NbdServer:
+    uri: str
+    errors: deque  # nbdkit's last error lines, without their "nbdkit: curl[1]: error: " prefix
 
 
 @asynccontextmanager
 async def nbd_server(processes: ProcessRunner, serve: ServerArgv):
-    """nbdkit serving one disk on a private unix socket; yields its NBD URI, stops it after."""
+    """nbdkit serving one disk on a private unix socket; yields its NbdServer, stops it after."""
     directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: socket paths are limited to 107 bytes
     socket, pidfile = os.path.join(directory, "nbd.sock"), os.path.join(directory, "nbdkit.pid")
-    server = processes.spawn("nbdkit", serve(socket, pidfile), on_output=_log_nbdkit)
+    errors: deque = deque(maxlen=5)
+    server = processes.spawn("nbdkit", serve(socket, pidfile),
+                             on_output=lambda stream, line: _nbdkit_line(errors, line))
     try:
         await processes.wait_for(server, lambda: os.path.exists(pidfile), SERVER_START_SECONDS, "nbdkit to listen")
-        yield commands.nbd_uri(socket)
+        yield NbdServer(commands.nbd_uri(socket), errors)
     finally:
         await processes.stop(server)
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _log_nbdkit(stream: str, line: str) -> None:
+def _nbdkit_line(errors: deque, line: str) -> None:
     log.debug("nbdkit: {line}", line=line)
+    found = NBDKIT_ERROR.match(line)
+    if found:
+        errors.append(line[found.end():])
 
 
 class TransferProgress:

@@ -49,10 +49,15 @@ class ProcessResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    @property
+    def last_line(self) -> str:
+        """The last line the process wrote on stderr that is not blank ("" if none)."""
+        return next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+
     def describe(self, name: str) -> str:
         """``qemu-img exited 1: <last stderr line>``"""
         how = f"exited {self.exit_code}" if self.exit_code is not None else f"was killed by signal {self.signal}"
-        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        last = self.last_line
         return f"{name} {how}: {last}" if last else f"{name} {how}"
 
 

@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, First
 from twisted.logger import Logger
 
 from ...store.checkpoints import ChunkRecord
+from .. import conditions
 from ..conversion import Target, ToolFailed
 from ..progress import RateMeter
 from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks, zero_extents
@@ -159,7 +160,8 @@ class JobCopier:
             result = await self._processes.run("qemu-img create", ["qemu-img", "create", "-q", "-f", "qcow2",
                                                                    disk.target.path, str(disk.size)])
             if not result.ok:
-                raise ToolFailed(result.describe("qemu-img create"))
+                raise ToolFailed(conditions.in_tool_output(result.last_line, f"qemu-img creating {disk.target.path}")
+                                 or result.describe("qemu-img create"))
         else:
             await self._thd(_thd_empty_file, disk.target.path)  # the worker extends it, sparse
 

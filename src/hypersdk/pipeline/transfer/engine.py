@@ -24,7 +24,8 @@ from twisted.logger import Logger
 
 from ...errors import HyperSDKError
 from ...store.checkpoints import ChunkRecord
-from ..process import ChildProcess, ProcessRunner
+from .. import conditions
+from ..process import ChildProcess, ProcessFailed, ProcessRunner
 from .plan import Chunk, describe_ranges, ranges
 
 log = Logger()
@@ -94,14 +95,21 @@ async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, r
         yield {"kind": "file", "path": target.path, "size": None if read_only else size}
         return
     directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: a socket path has 107 bytes at most
-    socket = os.path.join(directory, "target.sock")
+    socket, pidfile = os.path.join(directory, "target.sock"), os.path.join(directory, "qemu-nbd.pid")
     # writeback: a flush (each of the worker's checkpoints) writes the qcow2 out and syncs it to disk,
     # and qemu orders its own metadata writes, so that a power loss leaves a consistent image
     argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", "--cache=writeback", "--socket", socket,
-            *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
+            "--pid-file", pidfile, *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
     server = processes.spawn("qemu-nbd", argv)
     try:
-        await processes.wait_for(server, lambda: os.path.exists(socket), SERVER_START_SECONDS, "qemu-nbd to listen")
+        try:  # (its socket is there before it opens the image: the pid file says it serves it)
+            await processes.wait_for(server, lambda: os.path.exists(pidfile), SERVER_START_SECONDS,
+                                     "qemu-nbd to serve")
+        except ProcessFailed:  # (it ended: it says why on its last line, as "Read-only file system")
+            said = conditions.in_tool_output(server.result.last_line, f"qemu-nbd opening {target.path}")
+            if said is None:
+                raise
+            raise ProcessFailed(said) from None
         yield {"kind": "nbd", "socket": socket, "path": target.path}
     finally:
         await processes.stop(server)

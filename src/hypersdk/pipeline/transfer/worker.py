@@ -15,6 +15,9 @@ session cookie vCenter refused: the worker waits for the daemon to write a new o
 cookie file, then goes on. It ends with ``{"done": true}``, or ``{"error": ..., "kind": ...}``.
 
 ``verify``: reads the target locally by the same chunks and prints ``{"checked": i, "hash": h}``.
+
+A failure of the target is said in the user's words (``pipeline/conditions.py``): the condition, the
+file and the range, what to do, and, for a copy, that its checkpointed chunks are kept for a resume.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import urllib.parse
 
 import xxhash
 
+from .. import conditions
+from ..conditions import RESUME
 from .nbd import NbdClient
 from .plan import Chunk, describe_ranges, ranges
 
@@ -178,6 +183,7 @@ class Target:
 
     def __init__(self, spec: dict):
         self.kind = spec["kind"]
+        self.path = _name(spec)
         self._spec = spec
         self._local = threading.local()
         self._fd = None
@@ -281,10 +287,10 @@ class Copy:
         self.stop = threading.Event()
 
     def run(self) -> int:
+        flusher = NbdClient(self.spec["target"]["socket"]) if self.target.kind == "nbd" else None
         threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.spec.get("streams", 4))]
         for t in threads:
             t.start()
-        flusher = NbdClient(self.spec["target"]["socket"]) if self.target.kind == "nbd" else None
         started = time.monotonic()
         try:
             while any(t.is_alive() for t in threads):
@@ -316,7 +322,7 @@ class Copy:
             try:
                 self.target.checkpoint(flusher)
             except OSError as e:  # qemu-nbd gone, a disk error: these chunks are not known to be on disk
-                self._fail(Fatal("target", f"syncing the destination: {e.strerror or e}"))
+                self._fail(Fatal("target", target_failure(e, f"syncing {self.target.path}", RESUME)))
                 return
             for record in batch:
                 self.out(**record)
@@ -349,7 +355,7 @@ class Copy:
         except Fatal as e:
             self._fail(e)
         except OSError as e:  # the target: full disk, qemu-nbd gone
-            self._fail(Fatal("target", f"{_bytes(chunk)}: writing the destination: {e.strerror or e}"))
+            self._fail(Fatal("target", target_failure(e, _doing("writing", self.target.path, chunk), RESUME)))
         except Exception as e:  # a bug, or a library failing in a way not foreseen: the copy must not pass
             self._fail(Fatal("internal", f"{_bytes(chunk)}: internal error: {type(e).__name__}: {e}"))
         finally:
@@ -403,11 +409,35 @@ def _bytes(chunk: Chunk | None) -> str:
     return "before the first chunk" if chunk is None else f"bytes {chunk.offset}-{chunk.end - 1}"
 
 
+def _name(target: dict) -> str:
+    """The target's file (a qcow2 behind qemu-nbd), for messages."""
+    return target.get("path") or target.get("socket", "the destination")
+
+
+def _doing(action: str, path: str, chunk: Chunk | None) -> str:
+    """``writing /x/a.qcow2, bytes 0-8388607``"""
+    return f"{action} {path}" + (f", {_bytes(chunk)}" if chunk is not None else "")
+
+
+def target_failure(error: OSError, doing: str, then: str = "") -> str:
+    """A failure of the target in the user's words (the condition as its text says it: NbdClient makes a
+    missing errno EIO); what the OS or libnbd said when the condition is not one of those (qemu-nbd
+    gone: ``writing /x/a.qcow2, bytes ...: nbd_pwrite: ...``)."""
+    condition = conditions.found_in([str(error.strerror or "")]) or conditions.of_errno(error.errno)
+    if condition is None:
+        return f"{doing}: {error.strerror or error}"
+    return conditions.sentence(condition, doing, then)
+
+
 # -- verify ------------------------------------------------------------------------------------------------
 
 def verify(spec: dict, out: Output) -> int:
     """Hash the destination by chunks, ``streams`` threads at once (each its own NBD connection)."""
-    target = Target(spec["target"])
+    try:
+        target = Target(spec["target"])
+    except OSError as e:
+        out(error=target_failure(e, f"opening {_name(spec['target'])}"), kind="target")
+        return 1
     todo: queue.Queue = queue.Queue()
     for chunk in spec["chunks"]:
         todo.put(Chunk(*chunk))
@@ -433,7 +463,7 @@ def verify(spec: dict, out: Output) -> int:
                     target.read_into(view, offset)
                 out(checked=index, hash=chunk_hash(view))
         except OSError as e:
-            failures.append(f"{_bytes(chunk)}: reading the destination: {e.strerror or e}")
+            failures.append(target_failure(e, _doing("reading", target.path, chunk)))
         except Exception as e:  # the daemon also counts the chunks checked: this says why one is not
             failures.append(f"{_bytes(chunk)}: internal error: {type(e).__name__}: {e}")
 
@@ -457,7 +487,16 @@ def main() -> int:
     socket.setdefaulttimeout(spec.get("timeout", 30))
     if spec["mode"] == "verify":
         return verify(spec, out)
-    return Copy(spec, out).run()
+    try:
+        copy = Copy(spec, out)
+    except OSError as e:  # the target cannot be opened: nothing was copied
+        out(error=target_failure(e, f"opening {_name(spec['target'])}", "then resume the job"), kind="target")
+        return 1
+    try:
+        return copy.run()
+    except OSError as e:  # qemu-nbd cannot be reached before the first chunk
+        out(error=target_failure(e, f"connecting to qemu-nbd serving {copy.target.path}", RESUME), kind="target")
+        return 1
 
 
 if __name__ == "__main__":

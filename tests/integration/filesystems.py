@@ -1,0 +1,47 @@
+"""Small file systems for destinations that fill up or cannot be written: a tmpfs mounted on a
+directory of its own (root only), unmounted after, and a filler file that takes its free space."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.integration.polling import wait_for
+
+
+@contextmanager
+def small_filesystem(size: int, prefix: str = "hypersdk-small-"):
+    """A directory (mode 0755, reachable by qemu's user) that is a tmpfs of ``size`` bytes."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "hypersdk-test", str(directory)],
+                   check=True, timeout=10, capture_output=True)
+    try:
+        yield directory
+    finally:
+        # a child of the test may still be closing a file there: try again until it lets go
+        wait_for(lambda: subprocess.run(["umount", str(directory)], capture_output=True, timeout=10).returncode == 0,
+                 10, f"unmounting {directory}")
+        directory.rmdir()
+
+
+def read_only(directory: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(directory)], check=True, timeout=10, capture_output=True)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Take the file system's free space but ``leave`` bytes, in one file (returned: remove it to free it)."""
+    filler = directory / "filler"
+    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, max(1, free - leave))
+    finally:
+        os.close(fd)
+    return filler
