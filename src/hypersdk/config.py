@@ -19,8 +19,8 @@ from attrs import field, frozen
 
 from .errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def _check(predicate, problem):
@@ -179,6 +179,9 @@ class PipelineConfig:
     libguestfs_force_tcg: bool = False
     inspection_timeout: float = field(default=600.0, metadata={"duration": True, **_check(_positive, "must be > 0")})
     virtio_win: Optional[str] = None  # virtio-win drivers (ISO or directory) virt-v2v installs into Windows guests
+    # what a failed job keeps to be resumed (its partial copy) is removed this long after it failed
+    keep_resumable_for: float = field(default=7 * 86400.0, metadata={"duration": True,
+                                                                      **_check(_positive, "must be > 0")})
 
 
 @frozen
@@ -350,7 +353,7 @@ def _convert(hint, value, key: str, metadata):
 
 
 def parse_duration(text: str) -> Optional[float]:
-    """Seconds from "30", "30s", "500ms", "5m" or "1h"; None when it is none of those."""
+    """Seconds from "30", "30s", "500ms", "5m", "1h" or "7d"; None when it is none of those."""
     m = _DURATION.match(text)
     return None if m is None else float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 

@@ -1,7 +1,7 @@
 """HyperSDKService: wiring only, with a fixed start and stop order.
 
 Start: store thread → schema → this node's name and heartbeat → worker pools → webhook senders → restart
-recovery and queue → schedules (catch-up runs) → HTTP listener. Stop (SIGTERM):
+recovery and queue → clean-up of what interrupted jobs left → schedules (catch-up runs) → HTTP listener. Stop (SIGTERM):
 stop listening → stop the schedule timer → interrupt running jobs and wait for
 their clean-up → leave the nodes → webhook senders (pending deliveries stay stored) → worker
 pools → close the store → join its thread.
@@ -20,8 +20,9 @@ from twisted.python.components import Componentized
 class HyperSDKService(MultiService):
     log = Logger()
 
-    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, membership=None, scheduler=None, webhooks=None, log_observer=None, workers=(),
-                 feed=None, metrics_listener=None, notifier=None, dbus=None):
+    def __init__(self, *, reactor, endpoint, site, store, store_runner, manager, membership=None, leftovers=None,
+                 scheduler=None, webhooks=None, log_observer=None, workers=(), feed=None, metrics_listener=None,
+                 notifier=None, dbus=None):
         super().__init__()
         self._reactor = reactor
         self._endpoint = endpoint
@@ -29,6 +30,7 @@ class HyperSDKService(MultiService):
         self._store = store
         self._store_runner = store_runner
         self._manager = manager
+        self._leftovers = leftovers  # what ended jobs left: cleaned after a crash, swept when kept too long
         self._membership = membership  # this node's name and heartbeat among the nodes sharing the database
         self._scheduler = scheduler
         self._webhooks = webhooks
@@ -64,6 +66,8 @@ class HyperSDKService(MultiService):
         if self._webhooks is not None:  # before any job or schedule event is published
             await self._webhooks.start()
         await self._manager.start()
+        if self._leftovers is not None:  # (after the manager settled the jobs a crash interrupted)
+            await self._leftovers.start()
         if self._scheduler is not None:
             await self._scheduler.start()
         if self._feed is not None:
@@ -107,6 +111,8 @@ class HyperSDKService(MultiService):
             self._dbus.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
+        if self._leftovers is not None:
+            self._leftovers.stop()
         if self._membership is not None:  # (a job waiting for a lapsed lease to clean up waits no more)
             self._membership.fence.stopping()
         await self._manager.stop()

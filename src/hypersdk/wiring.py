@@ -30,6 +30,7 @@ from .jobs.definition import SubmitContext
 from .cluster.events import EventBridge
 from .cluster.fence import Fence
 from .cluster.membership import Membership
+from .jobs.leftovers import JobLeftovers
 from .jobs.manager import RESUMABLE_STAGES, JobManager
 from .logs import build_observer
 from .metrics.registry import Metrics
@@ -84,6 +85,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     scheduler = Scheduler(ScheduleStore(store, on_change=lambda: announce("schedules")), manager, reactor, bus,
                           vm_finder(vsphere), context)
     fence.follow(manager.fence, manager.unfence)
+    leftovers = JobLeftovers(store, pipeline, reactor, config.pipeline.keep_resumable_for)
     membership = Membership(nodes, manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
                             lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES, webhooks=webhooks,
                             scheduler=scheduler, fence=fence)
@@ -98,7 +100,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
                     ping_every=config.limits.websocket_ping_interval, ping_timeout=config.limits.websocket_ping_timeout)
     metrics = Metrics(CollectorRegistry(), __version__) if config.metrics.enabled else None
     metrics_endpoint = metrics_listen(config, listen)
-    areas = [JobsAPI(manager), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
+    areas = [JobsAPI(manager, leftovers), SchedulesAPI(scheduler, context, reactor), WebhooksAPI(webhooks, reactor),
              VmsAPI(vsphere, context), LiveArea(feed), OpenAPIArea(__version__), WebArea()]
     if metrics is not None and metrics_endpoint is None:
         areas.append(MetricsArea(metrics.registry))
@@ -134,6 +136,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
         store_runner=engine,
         membership=membership,
         manager=manager,
+        leftovers=leftovers,
         scheduler=scheduler,
         webhooks=webhooks,
         log_observer=build_observer(config.log),

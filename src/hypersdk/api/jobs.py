@@ -1,4 +1,4 @@
-"""Routes of the Jobs API: submit, query, get, cancel."""
+"""Routes of the Jobs API: submit, query, get, cancel, resume, discard."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ class _JobIdConverter(BaseConverter):
 
 
 class JobsAPI:
-    def __init__(self, manager: JobManager):
+    def __init__(self, manager: JobManager, leftovers=None):
         self._manager = manager
+        self._leftovers = leftovers  # jobs.leftovers.JobLeftovers: discards what a failed job kept
 
     def register(self, app) -> None:
         app.url_map.converters["job_id"] = _JobIdConverter
@@ -32,6 +33,7 @@ class JobsAPI:
         app.route("/jobs/cancel", methods=["POST"])(self.cancel)
         app.route("/jobs/<job_id:job_id>", methods=["GET"])(self.get)
         app.route("/jobs/<job_id:job_id>/resume", methods=["POST"], endpoint="resume")(self.resume)
+        app.route("/jobs/<job_id:job_id>/discard", methods=["POST"], endpoint="discard")(self.discard)
 
     async def submit(self, request):
         definitions, prefix = split_submission(read_json(request))
@@ -66,6 +68,11 @@ class JobsAPI:
         job = await detached(Deferred.fromCoroutine(self._manager.resume(job_id)))
         return respond(request, {"message": "job resumed: it goes on from its checkpoints", "job_id": job.id,
                                  "status": job.status}, 202)
+
+    async def discard(self, request, job_id: str):
+        removed = await detached(Deferred.fromCoroutine(self._leftovers.discard(job_id)))
+        return respond(request, {"job_id": job_id, "removed": removed,
+                                 "message": f"removed {len(removed)} kept item(s); the job can no longer be resumed"})
 
     async def cancel(self, request):
         job_ids, statuses = parse_cancel(read_json(request))

@@ -237,6 +237,11 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+LEFTOVER = {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"enum": ["file", "volume", "domain", "network"]}, "path": {"type": "string"}, "uri": {"type": "string"},
+    "pool": {"type": "string"}, "name": {"type": "string"}}}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     schedule_id = path_id("id", {"type": "string", "pattern": USER_ID})
     submitted = obj({"job_id": {"type": "string"}, "job_ids": array({"type": "string"}),
@@ -282,6 +287,12 @@ def openapi_document(version: str) -> dict[str, Any]:
             "Queue a failed job again whose copy was kept (result.resumable): it goes on from its checkpoints",
             {"202": answer("Queued", message("job_id", "status", job_id={"type": "string"},
                                              status={"type": "string"}))},
+            parameters=[path_id("id", {"type": "string"})], tags=jobs)},
+        "/jobs/{id}/discard": {"post": operation(
+            "Remove what a failed or cancelled job kept (result.kept: its partial copy, a domain that did not"
+            " boot); it can no longer be resumed. 409 for a job that is pending, running or completed",
+            {"200": answer("What was removed", message("job_id", "removed", job_id={"type": "string"},
+                                                       removed=array(LEFTOVER)))},
             parameters=[path_id("id", {"type": "string"})], tags=jobs)},
         "/schedules": {
             "get": operation("Every schedule", {"200": answer("Schedules", obj({

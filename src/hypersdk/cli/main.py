@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--watch", action="store_true", help="then watch it until it ends")
     c.set_defaults(run=cmd_resume)
 
+    c = sub.add_parser("discard", help="remove what a failed or cancelled job kept (its partial copy, a domain that"
+                                       " did not boot); it can no longer be resumed")
+    c.add_argument("id")
+    c.set_defaults(run=cmd_discard)
+
     c = sub.add_parser("watch", help="live progress until the jobs end (all active jobs when no id is given)")
     c.add_argument("ids", nargs="*")
     c.set_defaults(run=lambda client, args: watch(client, args.ids, cacert=args.cacert))
@@ -257,6 +262,14 @@ def cmd_resume(client: ApiClient, args) -> int:
     answer = client.post(f"/jobs/{urllib.parse.quote(args.id, safe='')}/resume", {})
     print(f"{answer['job_id']}: {answer['status']}: {answer['message']}")
     return watch(client, [answer["job_id"]], cacert=args.cacert) if args.watch else OK
+
+
+def cmd_discard(client: ApiClient, args) -> int:
+    answer = client.post(f"/jobs/{urllib.parse.quote(args.id, safe='')}/discard", {})
+    print(f"{answer['job_id']}: {answer['message']}")
+    for what in answer["removed"]:
+        print(f"  removed {what['kind']} {what.get('path') or what.get('name')}")
+    return OK
 
 
 def cmd_vms(client: ApiClient, args) -> int:

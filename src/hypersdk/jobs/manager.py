@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .. import events
@@ -23,7 +22,9 @@ from ..events import Event, EventBus
 from ..store.base import JobStore
 from .definition import JobSpec, SubmitContext, parse_definition, secrets_of, spec_to_definition, with_secrets
 from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job, NewJob, Progress, vcenter_key
+from .elsewhere import running_elsewhere, until_ended, why_not_cancellable
 from .progress import ProgressReporter
+from .progress_writes import ProgressWriter
 
 # A job interrupted in these stages goes back to the queue and resumes from its checkpoints.
 RESUMABLE_STAGES = ("conversion", "verification")
@@ -40,6 +41,12 @@ class Pipeline(Protocol):
     async def preflight(self, spec: JobSpec) -> None:
         """Raise InvalidField for a job that cannot succeed, when that is cheap to know at submit."""
 
+    async def clean_up(self, job_id: str, kept_too: bool = False) -> list[dict]:
+        """Remove what an ended job still has (with ``kept_too``, what it kept on purpose): what was removed."""
+
+    async def sweep_work_dirs(self, in_use) -> list[str]:
+        """Remove the work directories of jobs ``in_use`` says are done with them."""
+
     def suspend(self, job_id: str, why: str) -> None:
         """The job is being stopped for ``why`` (the daemon stops, the node fenced itself or lost the
         job): keep what can be resumed (the run then ends with a ``requeue`` error saying ``why``)."""
@@ -52,8 +59,6 @@ class _Run:
     deferred: Optional[Deferred] = None
     cancel_reason: Optional[str] = None  # "user" or "shutdown"
     finishing: bool = False  # the outcome is being stored: too late to cancel
-    unsaved: Optional[tuple] = None  # (progress, at) not stored yet
-    saving: bool = False  # a progress write is under way
     waiters: list = field(factory=list)
 
     def when_done(self) -> Deferred:
@@ -77,6 +82,7 @@ class JobManager:
         self._jobs_per_vcenter = jobs_per_vcenter  # beyond it, a vCenter's jobs wait in the queue
         self._cancel_elsewhere = cancel_elsewhere  # asks the other nodes to cancel a job they run
         self._running: dict[str, _Run] = {}
+        self._progress_writes = ProgressWriter(store)
         self._counts = dict.fromkeys(STATUSES, 0)
         self._stopping = False
         self._paused: Optional[str] = None  # why this node takes no more jobs, for good
@@ -252,7 +258,8 @@ class JobManager:
         """
         named = list(dict.fromkeys(job_ids))
         running = [i for i in self._running if RUNNING in statuses or i in named]
-        elsewhere = await self._running_elsewhere(named if RUNNING not in statuses else None)
+        elsewhere = [] if self._cancel_elsewhere is None else await running_elsewhere(
+            self._store, self._running, named if RUNNING not in statuses else None)
         # Pending first: a slot freed by a cancelled running job must not start one of them.
         named_idle = [i for i in named if i not in running]
         pending = await self._store.cancel_pending(None if PENDING in statuses else named_idle, self._clock.seconds())
@@ -269,9 +276,10 @@ class JobManager:
                 waits[job_id] = self._request_cancel(job_id)
             elif job_id in elsewhere and self._cancel_elsewhere is not None:
                 self._cancel_elsewhere(job_id)
-                waits[job_id] = Deferred.fromCoroutine(self._until_ended(job_id))
+                waits[job_id] = Deferred.fromCoroutine(
+                    until_ended(self._store, self._clock, job_id, CANCEL_WAIT_SECONDS))
             elif job_id in named:
-                errors[job_id] = await self._why_not_cancellable(job_id)
+                errors[job_id] = await why_not_cancellable(self._store, job_id)
         if waits:
             await within(self._clock, DeferredList(list(waits.values())), CANCEL_WAIT_SECONDS)
         for job_id, wait in waits.items():
@@ -281,23 +289,6 @@ class JobManager:
             else:
                 errors[job_id] = f"job {final} before it could be cancelled" if final else "cancel requested; the job is still stopping"
         return cancelled, errors
-
-    async def _running_elsewhere(self, job_ids: Optional[list[str]]) -> list[str]:
-        """Which of ``job_ids`` (every running job when None) run on another node."""
-        if self._cancel_elsewhere is None or job_ids == []:
-            return []
-        jobs, _ = await self._store.query([RUNNING], job_ids, 10_000, 0, count=False)
-        return [job.id for job in jobs if job.id not in self._running]
-
-    async def _until_ended(self, job_id: str) -> Optional[str]:
-        """The status a job on another node ends with, within CANCEL_WAIT_SECONDS (polled); else None."""
-        deadline = self._clock.seconds() + CANCEL_WAIT_SECONDS
-        while self._clock.seconds() < deadline:
-            job = await self._store.get(job_id)
-            if job is None or job.status != RUNNING:
-                return job.status if job else None
-            await deferLater(self._clock, 0.2, lambda: None)
-        return None
 
     def cancel_here(self, job_id: str) -> None:
         """Another node asks: cancel this job if it runs here."""
@@ -310,14 +301,6 @@ class JobManager:
         wait = run.when_done()
         self._cancel_run(run, "user")
         return wait
-
-    async def _why_not_cancellable(self, job_id: str) -> str:
-        job = await self._store.get(job_id)
-        if job is None:
-            return "job not found"
-        if job.status == RUNNING:
-            return "job is running on another daemon"
-        return f"job already {job.status}"
 
     def _cancel_run(self, run: _Run, reason: str) -> None:
         if run.cancel_reason is None and not run.finishing:
@@ -488,25 +471,8 @@ class JobManager:
     def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:
         now = self._clock.seconds()
         run.job = evolve(run.job, progress=progress, updated_at=now)
-        if note:  # a history line: each is stored (through an outage of the database too)
-            self._store_progress(run, progress, now, note)
-        else:  # the figures alone: one write at a time per job, the latest figures next
-            run.unsaved = (progress, now)
-            if not run.saving:
-                self._save_latest(run)
+        self._progress_writes.write(run.job.id, progress, now, note)
         self._publish(events.JOB_PROGRESS, run.job)
-
-    def _store_progress(self, run: _Run, progress: Progress, now: float, note: Optional[str]) -> Deferred:
-        return self._store.save_progress(run.job.id, progress, now, note).addErrback(
-            lambda f: self.log.failure("could not store progress of job {job_id}", f, job_id=run.job.id))
-
-    def _save_latest(self, run: _Run) -> None:
-        if run.unsaved is None:
-            run.saving = False
-            return
-        (progress, now), run.unsaved = run.unsaved, None
-        run.saving = True
-        self._store_progress(run, progress, now, None).addBoth(lambda _: self._save_latest(run))
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -409,3 +409,27 @@ def _disk_summary(disk: ET.Element) -> dict:
         summary["pool"] = source.get("pool")
         summary["volume"] = source.get("volume")
     return summary
+
+
+def volumes_of(domain_xml: str) -> list[tuple[str, str]]:
+    """(pool, volume) of each disk of the domain that is a storage pool volume."""
+    dom = ET.fromstring(domain_xml)
+    return [(source.get("pool"), source.get("volume")) for disk in dom.iterfind("devices/disk[@device='disk']")
+            if disk.get("type") == "volume" and (source := disk.find("source")) is not None]
+
+
+def throwaway_disks(domain_xml: str, volume_paths: dict[tuple[str, str], str]) -> str:
+    """The domain with each disk *transient*: libvirt boots an overlay of it and drops the overlay when
+    the domain stops, so the disks stay as they were. libvirt takes it for file disks only: a pool
+    volume is given as its file (``volume_paths``: {(pool, volume): path on its host})."""
+    dom = ET.fromstring(domain_xml)
+    for disk in dom.iterfind("devices/disk[@device='disk']"):
+        source = disk.find("source")
+        if disk.get("type") == "volume" and source is not None:
+            disk.set("type", "file")
+            path = volume_paths[(source.get("pool"), source.get("volume"))]
+            source.attrib.clear()
+            source.set("file", path)
+        if disk.find("transient") is None:
+            ET.SubElement(disk, "transient")
+    return ET.tostring(dom, encoding="unicode")

@@ -104,7 +104,7 @@ def thd_init_libvirt() -> None:
 
 
 @contextmanager
-def _mapped(uri: str, what: str) -> Iterator[None]:
+def mapped_errors(uri: str, what: str) -> Iterator[None]:
     """Turn libvirt errors raised inside into hypersdk errors naming ``uri``."""
     try:
         yield
@@ -160,18 +160,18 @@ def _unless_missing(missing: int, lookup: Callable[[], Any]) -> Any:
         raise
 
 
-def _find_domain(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virDomain]:
-    with _mapped(conn.getURI(), f"looking up domain {name!r}"):
+def find_domain(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virDomain]:
+    with mapped_errors(conn.getURI(), f"looking up domain {name!r}"):
         return _unless_missing(libvirt.VIR_ERR_NO_DOMAIN, lambda: conn.lookupByName(name))
 
 
 def thd_domain_exists(conn: libvirt.virConnect, name: str) -> bool:
-    return _find_domain(conn, name) is not None
+    return find_domain(conn, name) is not None
 
 
 def thd_domain_with_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[str]:
     """The name of the domain that has ``uuid``, or None."""
-    with _mapped(conn.getURI(), f"looking up uuid {uuid}"):
+    with mapped_errors(conn.getURI(), f"looking up uuid {uuid}"):
         domain = _unless_missing(libvirt.VIR_ERR_NO_DOMAIN, lambda: conn.lookupByUUIDString(uuid))
         return None if domain is None else domain.name()
 
@@ -185,31 +185,31 @@ def thd_define_domain(conn: libvirt.virConnect, xml: str) -> str:
     uri = conn.getURI()
     root = ET.fromstring(xml)
     name, uuid = root.findtext("name", ""), root.findtext("uuid")
-    if _find_domain(conn, name) is not None:
+    if find_domain(conn, name) is not None:
         raise errors.Conflict(f"libvirt {uri}: domain {name!r} already exists")
     other = thd_domain_with_uuid(conn, uuid) if uuid else None
     if other is not None:
         raise errors.Conflict(f"libvirt {uri}: domain {other!r} already has uuid {uuid}")
-    with _mapped(uri, f"defining domain {name!r}"):
+    with mapped_errors(uri, f"defining domain {name!r}"):
         return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE).name()
 
 
 def thd_domain_xml(conn: libvirt.virConnect, name: str) -> str:
-    with _mapped(conn.getURI(), f"reading domain {name!r}"):
+    with mapped_errors(conn.getURI(), f"reading domain {name!r}"):
         return conn.lookupByName(name).XMLDesc(0)
 
 
 def thd_start_domain(conn: libvirt.virConnect, name: str) -> None:
-    with _mapped(conn.getURI(), f"starting domain {name!r}"):
+    with mapped_errors(conn.getURI(), f"starting domain {name!r}"):
         conn.lookupByName(name).create()
 
 
 def thd_undefine_domain(conn: libvirt.virConnect, name: str) -> bool:
     """Stop (if running) and undefine ``name`` with its NVRAM; False if absent."""
-    dom = _find_domain(conn, name)
+    dom = find_domain(conn, name)
     if dom is None:
         return False
-    with _mapped(conn.getURI(), f"undefining domain {name!r}"):
+    with mapped_errors(conn.getURI(), f"undefining domain {name!r}"):
         if dom.isActive():
             dom.destroy()
         flags = (
@@ -229,13 +229,13 @@ def thd_undefine_domain(conn: libvirt.virConnect, name: str) -> bool:
 
 
 def _pool(conn: libvirt.virConnect, pool: str) -> libvirt.virStoragePool:
-    with _mapped(conn.getURI(), f"storage pool {pool!r}"):
+    with mapped_errors(conn.getURI(), f"storage pool {pool!r}"):
         return conn.storagePoolLookupByName(pool)
 
 
 def thd_pool_info(conn: libvirt.virConnect, pool: str) -> PoolInfo:
     p = _pool(conn, pool)
-    with _mapped(conn.getURI(), f"storage pool {pool!r}"):
+    with mapped_errors(conn.getURI(), f"storage pool {pool!r}"):
         state, capacity, allocation, available = p.info()
         path = ET.fromstring(p.XMLDesc(0)).findtext("target/path")
     return PoolInfo(
@@ -264,7 +264,7 @@ def thd_create_volume(
     """Create an empty volume; returns its path on the host."""
     uri = conn.getURI()
     p = _pool(conn, pool)
-    with _mapped(uri, f"creating volume {name!r} in pool {pool!r}"):
+    with mapped_errors(uri, f"creating volume {name!r} in pool {pool!r}"):
         if name in p.listVolumes():
             raise errors.Conflict(f"libvirt {uri}: volume {name!r} already exists in pool {pool!r}")
         return p.createXML(volume_xml(name, capacity_bytes, format), 0).path()
@@ -273,7 +273,7 @@ def thd_create_volume(
 def thd_volume_path(conn: libvirt.virConnect, pool: str, name: str) -> Optional[str]:
     """The path of an existing volume, or None."""
     p = _pool(conn, pool)
-    with _mapped(conn.getURI(), f"looking up volume {name!r} in pool {pool!r}"):
+    with mapped_errors(conn.getURI(), f"looking up volume {name!r} in pool {pool!r}"):
         volume = _unless_missing(libvirt.VIR_ERR_NO_STORAGE_VOL, lambda: p.storageVolLookupByName(name))
         return None if volume is None else volume.path()
 
@@ -281,7 +281,7 @@ def thd_volume_path(conn: libvirt.virConnect, pool: str, name: str) -> Optional[
 def thd_delete_volume(conn: libvirt.virConnect, pool: str, name: str) -> bool:
     """Delete a volume; False if it did not exist."""
     p = _pool(conn, pool)
-    with _mapped(conn.getURI(), f"deleting volume {name!r} in pool {pool!r}"):
+    with mapped_errors(conn.getURI(), f"deleting volume {name!r} in pool {pool!r}"):
         vol = _unless_missing(libvirt.VIR_ERR_NO_STORAGE_VOL, lambda: p.storageVolLookupByName(name))
         if vol is None:
             return False
@@ -307,7 +307,7 @@ def thd_upload_volume(
     """
     uri = conn.getURI()
     p = _pool(conn, pool)
-    with _mapped(uri, f"volume {vol!r} in pool {pool!r}"):
+    with mapped_errors(uri, f"volume {vol!r} in pool {pool!r}"):
         volume = p.storageVolLookupByName(vol)
     total = os.path.getsize(local_file)
     state = {"done": 0, "reported_at": time.monotonic()}
@@ -333,7 +333,7 @@ def thd_upload_volume(
     fd = os.open(local_file, os.O_RDONLY)
     stream = conn.newStream(0)
     try:
-        with _mapped(uri, f"uploading {local_file} to volume {vol!r} in pool {pool!r}"):
+        with mapped_errors(uri, f"uploading {local_file} to volume {vol!r} in pool {pool!r}"):
             flags = libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0
             volume.upload(stream, 0, total, flags)
             if sparse:
@@ -399,8 +399,15 @@ class LibvirtHost:
             self.reactor, self.pool, thd_with_connection, self.uri, fn, *args, opener=self.opener, **kwargs
         )
 
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        d = self._run(fn, *args)
+    async def call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(conn, *args)`` on a connection of its own, in the pool, within ``timeout``."""
+        return await self._bounded(what, self._run(fn, *args))
+
+    async def call_in_pool(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the pool, within ``timeout`` (it manages its connection itself)."""
+        return await self._bounded(what, deferToThreadPool(self.reactor, self.pool, fn, *args))
+
+    async def _bounded(self, what: str, d: Deferred) -> Any:
         d.addTimeout(self.timeout, self.reactor)
         try:
             return await d
@@ -410,36 +417,36 @@ class LibvirtHost:
             ) from None
 
     async def domain_exists(self, name: str) -> bool:
-        return await self._call(f"looking up domain {name!r}", thd_domain_exists, name)
+        return await self.call(f"looking up domain {name!r}", thd_domain_exists, name)
 
     async def domain_with_uuid(self, uuid: str) -> Optional[str]:
-        return await self._call(f"looking up uuid {uuid}", thd_domain_with_uuid, uuid)
+        return await self.call(f"looking up uuid {uuid}", thd_domain_with_uuid, uuid)
 
     async def define_domain(self, xml: str) -> str:
-        return await self._call("defining a domain", thd_define_domain, xml)
+        return await self.call("defining a domain", thd_define_domain, xml)
 
     async def domain_xml(self, name: str) -> str:
-        return await self._call(f"reading domain {name!r}", thd_domain_xml, name)
+        return await self.call(f"reading domain {name!r}", thd_domain_xml, name)
 
     async def start_domain(self, name: str) -> None:
-        await self._call(f"starting domain {name!r}", thd_start_domain, name)
+        await self.call(f"starting domain {name!r}", thd_start_domain, name)
 
     async def undefine_domain(self, name: str) -> bool:
-        return await self._call(f"undefining domain {name!r}", thd_undefine_domain, name)
+        return await self.call(f"undefining domain {name!r}", thd_undefine_domain, name)
 
     async def pool_info(self, pool: str) -> PoolInfo:
-        return await self._call(f"reading storage pool {pool!r}", thd_pool_info, pool)
+        return await self.call(f"reading storage pool {pool!r}", thd_pool_info, pool)
 
     async def create_volume(self, pool: str, name: str, capacity_bytes: int, format: str) -> str:
-        return await self._call(
+        return await self.call(
             f"creating volume {name!r}", thd_create_volume, pool, name, capacity_bytes, format
         )
 
     async def volume_path(self, pool: str, name: str) -> Optional[str]:
-        return await self._call(f"looking up volume {name!r}", thd_volume_path, pool, name)
+        return await self.call(f"looking up volume {name!r}", thd_volume_path, pool, name)
 
     async def delete_volume(self, pool: str, name: str) -> bool:
-        return await self._call(f"deleting volume {name!r}", thd_delete_volume, pool, name)
+        return await self.call(f"deleting volume {name!r}", thd_delete_volume, pool, name)
 
     async def upload_volume(
         self,

@@ -12,7 +12,7 @@ console lines; its domain is kept for inspection unless ``on_failure: remove``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from twisted.internet.defer import Deferred
 
@@ -40,13 +40,16 @@ def boot_check_spec(option: BootCheckOption, defaults) -> BootCheckSpec:
 
 
 async def boot_check(run: GuestRun, clock, reporter, *, final_xml: str, spec: BootCheckSpec, keep_running: bool,
-                     network_name: str, shutdown_grace: float) -> dict:
+                     network_name: str, shutdown_grace: float, network_gone: Callable[[], Awaitable] = None) -> dict:
+    """``network_gone()`` once the isolated network is removed again (it was recorded as a leftover)."""
     network = await run.create_network(isolated_network_xml(network_name))
     try:
         return await _watch_boot(run, clock, reporter, final_xml=final_xml, spec=spec, keep_running=keep_running,
                                  network=network, shutdown_grace=shutdown_grace)
     finally:
         await run.destroy_network(network)
+        if network_gone is not None:
+            await network_gone()
 
 
 async def _watch_boot(run: GuestRun, clock, reporter, *, final_xml, spec, keep_running, network, shutdown_grace):
@@ -66,8 +69,8 @@ async def _watch_boot(run: GuestRun, clock, reporter, *, final_xml, spec, keep_r
         elif watch.tail:
             reporter.update(message=f"booting {run.name} ({clock.seconds() - started:.0f} s): {watch.tail[-1][:160]}")
 
-    watching = run.watch(on_output, (lambda: decide(Verdict(True, "the guest agent answered")))
-                         if spec.agent_counts else None)
+    watching = await run.watch(on_output, (lambda: decide(Verdict(True, "the guest agent answered")))
+                               if spec.agent_counts else None)
     watching.done.addBoth(lambda why: decide(Verdict(False, f"({why})")))
     timer = clock.callLater(spec.timeout, decide, None)
     try:

@@ -3,8 +3,8 @@
 A local directory-backed pool is written in place (qemu-img converts straight
 into the volume libvirt created); any other pool, a remote one included, gets
 a converted file from the work directory uploaded through libvirt's stream API.
-Everything created is registered for removal should the job fail or be
-cancelled.
+Everything is recorded (``record``) before it is created, so that it can be
+removed should the job fail or be cancelled, even after a crash.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..jobs.definition import DestinationSpec
 from ..libvirt.domain_xml import DomainDisk, virtio_target
 from ..libvirt.host import LibvirtHost
 from .conversion import Target
+from .leftovers import JobLeftovers, Leftover
 
 
 class DestinationProblem(HyperSDKError):
@@ -50,14 +51,14 @@ def disk_name(domain: str, index: int, disk_format: str) -> str:
 
 
 class Destination:
-    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, in_thread, work_dir: str, undo: Callable,
-                 reuse: frozenset = frozenset()):
+    def __init__(self, spec: DestinationSpec, domain: str, host: LibvirtHost, in_thread, work_dir: str,
+                 leftovers: JobLeftovers, reuse: frozenset = frozenset()):
         self._spec = spec
         self._domain = domain
         self._host = host
         self._thd = in_thread  # runs a blocking file-system call off the reactor
         self._work_dir = work_dir
-        self._undo = undo  # undo(description, async callable): run on failure
+        self._leftovers = leftovers  # what is about to be made is recorded first (removed should the job fail)
         self._reuse = reuse  # files and volumes this job wrote before it was interrupted: it resumes them
 
     async def check(self, sizes: list[int], uuid: str) -> None:
@@ -97,14 +98,19 @@ class Destination:
             work_file = Target(os.path.join(self._work_dir, name), spec.disk_format)
             if spec.output_dir is not None:
                 path = os.path.join(spec.output_dir, name)
-                self._undo(f"remove {path}", lambda p=path: self._thd(_thd_remove, p))
+                await self._leftovers.record(Leftover.file(path))
                 planned.append(PlannedDisk(index, size, name, work_file if staged else Target(path, spec.disk_format),
                                            DomainDisk.file(path, spec.disk_format, target_dev), staged, path))
                 continue
             path = await self._host.volume_path(spec.storage_pool, name) if name in self._reuse else None
             if path is None:
-                path = await self._host.create_volume(spec.storage_pool, name, size, spec.disk_format)
-            self._undo(f"delete volume {name}", lambda n=name: self._host.delete_volume(spec.storage_pool, n))
+                volume = Leftover.volume(spec.libvirt_uri, spec.storage_pool, name)
+                await self._leftovers.record(volume)
+                try:
+                    path = await self._host.create_volume(spec.storage_pool, name, size, spec.disk_format)
+                except Conflict:  # someone else's volume: not this job's to remove
+                    await self._leftovers.forget(volume)
+                    raise
             disk = DomainDisk.pool_volume(spec.storage_pool, name, spec.disk_format, target_dev)
             if local_pool and not staged:
                 planned.append(PlannedDisk(index, size, name, Target(path, spec.disk_format, exists=True), disk))
@@ -122,9 +128,8 @@ class Destination:
             await self._host.upload_volume(self._spec.storage_pool, disk.name, local_file, progress)
 
     async def define(self, xml: str) -> str:
-        name = await self._host.define_domain(xml)
-        self._undo(f"undefine domain {name}", lambda: self._host.undefine_domain(name))
-        return name
+        await self._leftovers.record(Leftover.domain(self._spec.libvirt_uri, self._domain))
+        return await self._host.define_domain(xml)
 
     async def start(self, name: str) -> None:
         await self._host.start_domain(name)
@@ -136,10 +141,3 @@ def _thd_free_space(directory: str) -> int:
     if not os.access(directory, os.W_OK):
         raise InvalidField("destination.output_dir", f"{directory} is not writable by the daemon")
     return shutil.disk_usage(directory).free
-
-
-def _thd_remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -26,15 +26,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..config import Config
-from ..errors import Conflict, HyperSDKError, InvalidField
+from ..errors import Conflict, HyperSDKError, InvalidField, JobLost
 from ..jobs.definition import JobSpec
 from ..jobs.progress import ProgressReporter
 from ..guest.devices import choose_devices
 from ..guest.names import NamePlan, names_to_pin, not_read_warnings
 from ..guest.support import v2v_problem
-from ..libvirt.domain_xml import build_domain_xml, check_network_mapping, on_buses, safe_domain_name
+from ..libvirt.domain_xml import (build_domain_xml, check_network_mapping, on_buses, safe_domain_name, throwaway_disks,
+                                  volumes_of)
 from ..libvirt.guestrun import GuestRun
 from ..libvirt.host import LibvirtHost
+from ..store.leftovers import LeftoverStore
 from ..threads import RemoteCallPool
 from ..vsphere.client import VSphere
 from ..vsphere.connection import VCenterParams
@@ -48,13 +50,14 @@ from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .guest import convert_guest
 from .inspection import Adapted, NoOperatingSystem, inspect_guest
+from .leftovers import JobLeftovers, Leftover, Remover
 from .process import ProcessRunner
 from .readers import disk_readers, file_url
 from .transfer.copier import JobCopier
 from .transfer.plan import DEFAULT_CHUNK as CHUNK_SIZE
 from .transfer.streams import StreamPool
 from .tools import Tools
-from .workfiles import thd_make_private_dir
+from .workfiles import thd_make_private_dir, thd_remove_secrets
 
 UNDO_TIMEOUT = 60.0
 PREFLIGHT_SECONDS = 15.0
@@ -84,7 +87,7 @@ class _Job:
     reporter: ProgressReporter
     work_dir: str
     seconds: Callable[[], float]
-    undo: list = field(factory=list)
+    leftovers: JobLeftovers
     stage_seconds: dict = field(factory=dict)
     copying: Optional[Copying] = None
     suspending: Optional[str] = None  # why it is stopped from outside: a copy with checkpoints is kept to resume
@@ -97,16 +100,14 @@ class _Job:
         self._stage_started = now
         self.reporter.stage_started(name, message)
 
-    def on_failure(self, description: str, action: Callable[[], Any]) -> None:
-        self.undo.append((description, action))
 
 
 class MigrationPipeline:
     log = Logger()
 
     def __init__(self, reactor, config: Config, cwd: str, vsphere: VSphere, store,
-                 processes: Optional[ProcessRunner] = None, confirm: Optional[Callable[[str], Awaitable]] = None,
-                 appliance=None):
+                 processes: Optional[ProcessRunner] = None, confirm: Optional[Callable[..., Awaitable]] = None,
+                 remover: Optional[Remover] = None, appliance=None):
         self._reactor = reactor
         self._config = config
         self._store = store  # transfer checkpoints
@@ -120,6 +121,8 @@ class MigrationPipeline:
         self._threads = RemoteCallPool(minthreads=0, maxthreads=8, name="libvirt")
         self._tools = Tools(config.vddk.libdir)
         self._appliance = appliance or unprobed(config.pipeline.libguestfs_force_tcg)  # KVM or TCG: probed at start
+        self._leftovers = LeftoverStore(store)  # what jobs made, recorded before they made it
+        self._remover = remover or Remover(self._reactor, self._threads, self._thd, self._timeout)
 
     # -- service hooks -------------------------------------------------------------
 
@@ -162,7 +165,8 @@ class MigrationPipeline:
             self._jobs[job_id].suspending = why
 
     async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> dict:
-        job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds)
+        job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds,
+                   JobLeftovers(self._leftovers, job_id, self._reactor.seconds))
         self._jobs[job_id] = job
         started = self._reactor.seconds()
         await self._thd(thd_make_private_dir, job.work_dir)
@@ -175,11 +179,16 @@ class MigrationPipeline:
             keep = getattr(e, "keep_destination", False) or suspended
             if not keep:
                 keep = not await self._undo(job)
+            elif not isinstance(e, JobLost):  # kept on purpose: the job's result lists what
+                await self._keep(job, e)
             if suspended:
                 raise Suspended(job.suspending) from None
             raise
+        else:
+            await job.leftovers.forget()  # what it made is its result now
         finally:
             del self._jobs[job_id]
+            await self._thd(thd_remove_secrets, job.work_dir)  # on every outcome
             if not keep:  # (kept: the staged copies in it are resumed)
                 await self._thd(shutil.rmtree, job.work_dir, True)
         result["duration_seconds"] = round(self._reactor.seconds() - started, 3)
@@ -206,7 +215,7 @@ class MigrationPipeline:
         # the files and volumes an interrupted run of this job wrote: a resume goes on with them
         reuse = frozenset(info["target"] for info, _ in (await self._store.transfers(job.job_id)).values())
         reuse |= {os.path.basename(path) for path in reuse}  # pool volumes go by name
-        destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.on_failure, reuse)
+        destination = Destination(spec.destination, domain, host, self._thd, job.work_dir, job.leftovers, reuse)
         sizes = [disk.capacity_bytes for disk in vm.disks]
         await destination.check(sizes, vm.uuid)
         sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]
@@ -308,9 +317,21 @@ class MigrationPipeline:
         job.stage("boot_check", f"starting {domain} with its NICs on an isolated network"
                                 f" (up to {checking.timeout:g} s)")
         await self._still_ours(job)
+        network = Leftover.network(spec.destination.libvirt_uri, f"hypersdk-check-{job.job_id[:8]}")
+        await job.leftovers.record(network)
+        if not spec.destination.start:  # the disks stay as they were verified: the guest boots overlays of them
+            xml = throwaway_disks(xml, await self._volume_paths(host, xml))
         return await boot_check(GuestRun(host, domain), self._reactor, job.reporter, final_xml=xml, spec=checking,
-                                keep_running=spec.destination.start, network_name=f"hypersdk-check-{job.job_id[:8]}",
-                                shutdown_grace=self._config.boot_check.shutdown_timeout)
+                                keep_running=spec.destination.start, network_name=network.name,
+                                shutdown_grace=self._config.boot_check.shutdown_timeout,
+                                network_gone=lambda: job.leftovers.forget(network))
+
+    async def _volume_paths(self, host: LibvirtHost, xml: str) -> dict:
+        """Where the domain's pool volumes are, on their host: {(pool, volume): path}."""
+        paths = {}
+        for pool, volume in volumes_of(xml):
+            paths[(pool, volume)] = await host.volume_path(pool, volume)
+        return paths
 
     async def _libguestfs_env(self, scratch: str, home: str) -> dict:
         pipeline, backend = self._config.pipeline, await self._appliance.backend()
@@ -357,9 +378,11 @@ class MigrationPipeline:
         return done
 
     async def _undo(self, job: _Job) -> bool:
-        """Remove what the job created; False when this node cannot confirm the job is still its own
-        (taken over, or the database cannot say before the daemon stops): then nothing is touched."""
-        if job.undo:
+        """Remove what the job made (recorded in the store, by this run or an interrupted one), newest
+        first; False when this node cannot confirm the job is still its own (taken over, or the
+        database cannot say before the daemon stops): then nothing is touched."""
+        made = await job.leftovers.made()
+        if made:
             try:
                 await self._still_ours(job)
                 await self._store.forget_transfers(job.job_id)  # a takeover now fails it: nothing to resume into
@@ -367,16 +390,49 @@ class MigrationPipeline:
                 self.log.warn("job {job_id}: its destination is left as it is: {why}", job_id=job.job_id,
                               why=getattr(e, "message", None) or repr(e))
                 return False
-        for description, action in reversed(job.undo):
-            try:
-                d = ensureDeferred(action())
-                d.addTimeout(UNDO_TIMEOUT, self._reactor)
-                await d
-                self.log.info("job {job_id}: cleaned up: {what}", job_id=job.job_id, what=description)
-            except Exception as e:
-                self.log.error("job {job_id}: could not {what}: {error}", job_id=job.job_id, what=description,
-                               error=getattr(e, "message", None) or repr(e))
+        await self.remove(job.job_id, reversed(made))
         return True
+
+    async def remove(self, job_id: str, leftovers) -> list[dict]:
+        """Remove each, bounded, forgetting each one removed (or found gone): what was removed."""
+        removed = []
+        for leftover in leftovers:
+            try:
+                d = ensureDeferred(self._remover.remove(leftover))
+                d.addTimeout(UNDO_TIMEOUT, self._reactor)
+                if await d:
+                    removed.append(leftover.to_json())
+                await self._leftovers.forget(job_id, leftover.to_json())
+                self.log.info("job {job_id}: cleaned up: {what}", job_id=job_id, what=leftover.describe())
+            except Exception as e:
+                self.log.error("job {job_id}: could not remove {what}: {error}", job_id=job_id, what=leftover.describe(),
+                               error=getattr(e, "message", None) or repr(e))
+        return removed
+
+    async def clean_up(self, job_id: str, kept_too: bool = False) -> list[dict]:
+        """Remove what an ended job still has: what a crash left between making it and removing it, and
+        with ``kept_too`` what it kept on purpose (its work directory too): what was removed."""
+        made = [Leftover.from_json(row) for row in await self._leftovers.of(job_id, kept_too)]
+        removed = await self.remove(job_id, reversed(made))
+        if kept_too:
+            await self._thd(shutil.rmtree, os.path.join(self._work_root, job_id), True)
+        return removed
+
+    async def sweep_work_dirs(self, in_use) -> list[str]:
+        """Remove the work directories of jobs for which ``in_use(job_id)`` fires False (ended, and
+        nothing to resume from): which were removed."""
+        names = await self._thd(_thd_job_dirs, self._work_root)
+        swept = []
+        for name in names:
+            if not await in_use(name):
+                await self._thd(shutil.rmtree, os.path.join(self._work_root, name), True)
+                swept.append(name)
+        return swept
+
+    async def _keep(self, job: _Job, error: BaseException) -> None:
+        kept = await job.leftovers.keep()
+        if kept and isinstance(error, HyperSDKError):
+            error.result = {**(getattr(error, "result", None) or {}), "kept": kept}
 
     async def _still_ours(self, job: _Job) -> None:
         """Before a side effect on the destination: this node still holds the job (JobLost if not), and
@@ -385,6 +441,14 @@ class MigrationPipeline:
 
     def _thd(self, fn, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._threads, fn, *args)
+
+
+def _thd_job_dirs(work_root: str) -> list[str]:
+    """The jobs' work directories (not the shared ones, such as .libguestfs-cache)."""
+    try:
+        return [name for name in os.listdir(work_root) if not name.startswith(".")]
+    except FileNotFoundError:
+        return []
 
 
 async def _owned_alone(job_id: str, progress) -> None:

@@ -93,6 +93,15 @@ async function cancelJob(id) {
   } catch (error) { alert(error.message); }
 }
 
+async function discardJob(id) {
+  if (!confirm('Remove what this job kept? It can no longer be resumed.')) return;
+  try {
+    await api('POST', `/jobs/${encodeURIComponent(id)}/discard`);
+    state.jobs.set(id, await api('GET', `/jobs/${encodeURIComponent(id)}`));
+    renderJobs();
+  } catch (error) { alert(error.message); }
+}
+
 // A bar per disk being copied (they go at once), or the one disk of the older progress shape.
 function diskBars(p) {
   const disks = (p.disks && p.disks.length) ? p.disks : (p.disk_count ? [{
@@ -118,6 +127,11 @@ function renderDetail() {
     ['Disks', diskBars(job.progress)],
     ['Created', job.created_at], ['Started', job.started_at], ['Ended', job.completed_at]];
   if (job.error) fields.push(['Error', el('pre', {}, job.error)]);  // a boot check's error ends with console lines
+  const kept = (job.result && job.result.kept) || [];
+  if (kept.length && (job.status === 'failed' || job.status === 'cancelled')) {  // a partial copy, a domain that did not boot
+    fields.push(['Kept', el('div', {}, ...kept.map((k) => el('div', {}, `${k.kind} ${k.path || k.name}`)),
+      el('button', { class: 'discard', onclick: () => discardJob(job.id) }, 'Discard'))]);
+  }
   if (job.result) fields.push(['Result', el('pre', {}, JSON.stringify(job.result, null, 2))]);
   $('#detail-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   drawThroughput(state.samples.get(job.id) || []);
