@@ -11,9 +11,11 @@ The daemon runs as shipped: it finds out itself whether KVM can run the libguest
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
+from datetime import datetime
 
 import libvirt
 import pytest
@@ -113,6 +115,13 @@ def test_https_keeps_pvscsi_and_vmxnet3_and_the_guest_comes_up_on_ens192(boots):
     assert summary["interfaces"][0]["model"] == "vmxnet3"
     assert summary["interfaces"][0]["source"] == boots["bridge"]  # the real network again, after the check
     assert not boots["conn"].lookupByName(result["domain_name"]).isActive()  # start was not asked for
+    # the guest booted a throw-away overlay: the disk that was verified is as it was (its first boot
+    # mounts and writes the file systems of whatever disk it runs on)
+    job = boots["jobs"]["pvscsi"]
+    checked_at = next(h["at"] for h in job["history"] if h["stage"] == "boot_check")
+    disk = result["disks"][0]["path"]
+    assert os.stat(disk).st_mtime < datetime.fromisoformat(checked_at.replace("Z", "+00:00")).timestamp()
+    assert not [name for name in os.listdir(boots["output"]) if ".TRANSIENT-" in name]
 
 
 def test_the_boot_check_shows_live_on_the_websocket(boots):
