@@ -34,6 +34,7 @@ FAILURES = re.compile("|".join((
 )))
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
+_PROMPT_END = re.compile(r"[:>#$]\s*$")  # how prompts end ("login: ", "grub rescue>", "# ")
 
 
 @frozen
@@ -75,8 +76,10 @@ class ConsoleWatch:
             verdict = self._judge(line)
             if verdict is not None:
                 return verdict
-        # a prompt waits for input on a line of its own, never ended
-        return self._judge(_printable(self._partial), partial=True) if self._partial.strip() else None
+        # a prompt waits for input on a line of its own, never ended; any other unended line is only
+        # the first part of one (the console may deliver a line in pieces)
+        partial = _printable(self._partial)
+        return self._judge(partial, partial=True) if _PROMPT_END.search(partial) else None
 
     def _judge(self, line: str, partial: bool = False) -> Optional[Verdict]:
         if FAILURES.search(line):

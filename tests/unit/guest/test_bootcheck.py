@@ -20,6 +20,13 @@ def test_a_login_prompt_is_ready_even_split_across_reads_and_never_ended_by_a_ne
     assert verdict.ready and verdict.line == "vm login:"
 
 
+def test_a_line_that_arrives_in_pieces_is_judged_whole():
+    watch = ConsoleWatch(re.compile(r"HYPERSDK-MARKER \S+ \S+"))
+    assert watch.feed(b"HYPERSDK-MARKER ens192 1") is None  # (it would match already: it is not a prompt)
+    verdict = watch.feed(b"0.11.12.13/24\r\n")
+    assert verdict.ready and verdict.line == "HYPERSDK-MARKER ens192 10.11.12.13/24"
+
+
 def test_a_prompt_that_other_output_ran_into_still_counts():
     watch = ConsoleWatch(DEFAULT_READY)
     assert feed_all(watch, b"vmware-guest login: HYPERSDK-MARKER ens192 10.11.12.13/24\r\n").ready
