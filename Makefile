@@ -26,8 +26,9 @@ run: packages $(BIN)/.installed
 
 JS_MODULES := tests/js/node_modules/.installed
 
+# Two test processes, each taking whole modules (the boot tests' guests boot while the rest runs).
 test: packages test-packages $(BIN)/.installed $(JS_MODULES)
-	$(BIN)/python -m pytest -q -rs --durations=15 tests
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile --durations=15 tests
 
 # The daemon's API suites again, each daemon on a fresh PostgreSQL database (not part of `make test`:
 # the unit API suites already run on both stores there).

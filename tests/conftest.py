@@ -103,3 +103,20 @@ def pytest_make_collect_report(collector):
     report = outcome.get_result()
     if report.skipped and not skips_allowed():
         _refuse_skip(report, collector.nodeid or "the collection")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The run's slowest modules and its total (set-up, call and tear-down of every test, summed: with
+    two test processes the wall time is about half of it)."""
+    per_module: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) in ("setup", "call", "teardown") and hasattr(report, "duration"):
+                module = report.nodeid.split("::")[0]
+                per_module[module] = per_module.get(module, 0.0) + report.duration
+    if not per_module:
+        return
+    terminalreporter.section("slowest modules")
+    for module, seconds in sorted(per_module.items(), key=lambda item: -item[1])[:10]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
+    terminalreporter.write_line(f"{sum(per_module.values()):8.1f} s  in all tests")

@@ -3,6 +3,7 @@ directory of its own (root only), unmounted after, and a filler file that takes 
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tempfile
@@ -38,10 +39,20 @@ def read_only(directory: Path) -> None:
 def fill(directory: Path, leave: int = 0) -> Path:
     """Take the file system's free space but ``leave`` bytes, in one file (returned: remove it to free it)."""
     filler = directory / "filler"
-    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        os.posix_fallocate(fd, 0, max(1, free - leave))
+        size, piece = 0, 8 << 20
+        while piece >= 4096:  # a writer may take space meanwhile: grow by pieces, smaller once refused
+            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize - leave
+            if free <= 0:
+                break
+            try:
+                os.posix_fallocate(fd, size, min(free, piece))
+                size += min(free, piece)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                piece //= 2
     finally:
         os.close(fd)
     return filler

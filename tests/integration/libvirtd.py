@@ -11,6 +11,8 @@ libvirtd is left running after the tests (other test modules share it).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import os
 import shutil
@@ -73,21 +75,34 @@ def ensure_libvirtd(deadline_s: float = 30.0) -> str:
     for binary in (LIBVIRTD, VIRTLOGD, shutil.which("qemu-img") or "/usr/bin/qemu-img"):
         if not os.path.exists(binary):
             pytest.skip(f"{binary} missing: apt-get install -y --no-install-recommends {PACKAGES}")
-    fix_kvm_permissions()
-    if not _socket_answers(VIRTLOGD_SOCKET):
-        subprocess.run([VIRTLOGD, "-d"], check=True, timeout=30)
-        wait_for(lambda: _socket_answers(VIRTLOGD_SOCKET), deadline_s, "virtlogd socket")
-    if not _socket_answers(SOCKET):
-        subprocess.run([LIBVIRTD, "-d"], check=True, timeout=30)
-        wait_for(lambda: _socket_answers(SOCKET), deadline_s, "libvirtd socket")
+    with _host_lock():  # test processes running at once (make test runs two) start them once
+        fix_kvm_permissions()
+        if not _socket_answers(VIRTLOGD_SOCKET):
+            subprocess.run([VIRTLOGD, "-d"], check=True, timeout=30)
+            wait_for(lambda: _socket_answers(VIRTLOGD_SOCKET), deadline_s, "virtlogd socket")
+        if not _socket_answers(SOCKET):
+            subprocess.run([LIBVIRTD, "-d"], check=True, timeout=30)
+            wait_for(lambda: _socket_answers(SOCKET), deadline_s, "libvirtd socket")
     return URI
 
 
 def ensure_bridge(name: str = BRIDGE) -> str:
-    if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
-        subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True, timeout=10)
-    subprocess.run(["ip", "link", "set", name, "up"], check=True, timeout=10)
+    with _host_lock():
+        if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True, timeout=10)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True, timeout=10)
     return name
+
+
+@contextlib.contextmanager
+def _host_lock():
+    """One test process at a time sets up what the host's tests share (libvirtd, the bridge)."""
+    with open("/tmp/hypersdk-tests-host.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def scratch_dir(prefix: str = "hypersdk-libvirt-") -> str:

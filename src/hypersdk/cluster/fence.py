@@ -21,6 +21,8 @@ from twisted.logger import Logger
 
 from ..errors import Unavailable
 
+STOPPING_SECONDS = 3.0  # how long a confirmation may wait for the database once the daemon stops
+
 
 class Fence:
     log = Logger()
@@ -96,7 +98,13 @@ class Fence:
                 waiter: Deferred = Deferred()
                 self._waiters.append(waiter)
                 await waiter
-            await self._record(job_id, progress, self._clock.seconds())
+            recording = self._record(job_id, progress, self._clock.seconds())
+            if self._stopping:  # the daemon stops within its stop timeout: a database that hangs is not waited for
+                recording.addTimeout(STOPPING_SECONDS, self._clock)
+            try:
+                await recording
+            except TimeoutError:
+                raise Unavailable("the daemon is stopping and the database does not answer") from None
             if self.fresh():  # (the database may have taken long to answer)
                 return
 

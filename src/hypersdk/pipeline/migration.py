@@ -381,15 +381,15 @@ class MigrationPipeline:
         """Remove what the job made (recorded in the store, by this run or an interrupted one), newest
         first; False when this node cannot confirm the job is still its own (taken over, or the
         database cannot say before the daemon stops): then nothing is touched."""
-        made = await job.leftovers.made()
-        if made:
-            try:
-                await self._still_ours(job)
+        try:
+            await self._still_ours(job)  # (first: once the daemon stops, it does not wait for a hung database)
+            made = await job.leftovers.made()
+            if made:
                 await self._store.forget_transfers(job.job_id)  # a takeover now fails it: nothing to resume into
-            except Exception as e:
-                self.log.warn("job {job_id}: its destination is left as it is: {why}", job_id=job.job_id,
-                              why=getattr(e, "message", None) or repr(e))
-                return False
+        except Exception as e:
+            self.log.warn("job {job_id}: its destination is left as it is: {why}", job_id=job.job_id,
+                          why=getattr(e, "message", None) or repr(e))
+            return False
         await self.remove(job.job_id, reversed(made))
         return True
 
