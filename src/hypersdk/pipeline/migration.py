@@ -179,7 +179,7 @@ class MigrationPipeline:
             keep = getattr(e, "keep_destination", False) or suspended
             if not keep:
                 keep = not await self._undo(job)
-            elif not isinstance(e, JobLost):  # kept on purpose: the job's result lists what
+            elif not isinstance(e, JobLost) and not suspended:  # kept on purpose: the job's result lists what
                 await self._keep(job, e)
             if suspended:
                 raise Suspended(job.suspending) from None

@@ -35,6 +35,7 @@ CONNECT_SECONDS = 10
 STATEMENT_SECONDS = 30
 POOL_WAIT_SECONDS = 3.0  # a call waits this long for a connection before the server counts as unreachable
 PROBE_SECONDS = 1.0  # while the server is down, how often to look whether it is back
+CLOSE_SECONDS = 1.0  # how long closing waits for the pool's own threads (one may be connecting to a server gone)
 IDLE_IN_TRANSACTION_SECONDS = 10  # the server ends a transaction whose client has gone quiet this long
 # A dead network: probes after 5 s of silence, every 2 s, 3 unanswered ones end the connection; data
 # sent and not acknowledged within 10 s ends it too.
@@ -215,7 +216,7 @@ class PostgresEngine:
 
     def thd_close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
+            self._pool.close(timeout=CLOSE_SECONDS)
             self._pool = None
 
 
