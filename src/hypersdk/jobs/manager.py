@@ -12,7 +12,7 @@ import uuid
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from attrs import define, evolve, field
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredLock
 from twisted.logger import Logger
 
 from .. import events
@@ -90,6 +90,9 @@ class JobManager:
         self._outcomes_unstorable: Optional[Deferred] = None  # stopping: fires when waiting is pointless
         self._filling = False
         self._fill_again = False
+        # A claim and the orphan sweep take turns: a sweep reading the store between a claim's commit
+        # and the job's start would send the job just claimed back to the queue.
+        self._claims = DeferredLock()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -175,7 +178,12 @@ class JobManager:
         go back to the queue; not while a claim is under way (its job is this instance's already)."""
         if self._filling:
             return
-        for job in await self._store.requeue_orphans(list(self._running), self._clock.seconds()):
+        await self._claims.acquire()
+        try:
+            orphans = await self._store.requeue_orphans(list(self._running), self._clock.seconds())
+        finally:
+            self._claims.release()
+        for job in orphans:
             self.log.warn("job {job_id} was claimed by this node but never started: back to the queue", job_id=job.id)
             self._publish(events.JOB_PROGRESS, job)
 
@@ -326,6 +334,7 @@ class JobManager:
             self.log.failure("could not start pending jobs", failure)
 
     async def _fill_loop(self) -> None:
+        await self._claims.acquire()
         try:
             while True:
                 self._fill_again = False
@@ -342,6 +351,7 @@ class JobManager:
                     break
         finally:
             self._filling = False
+            self._claims.release()
 
     async def _give_back(self, job: Job) -> None:
         await self._store.requeue(job.id, self._clock.seconds(), (RUNNING,),

@@ -309,3 +309,22 @@ def test_a_job_this_node_claimed_without_hearing_back_goes_back_to_the_queue(h):
     result_of(h.manager.requeue_orphans())
     assert h.status(job_id) == PENDING
     assert "never started it" in result_of(h.store.history(job_id))[-1].message
+
+
+def test_a_job_claimed_while_the_orphan_sweep_reads_the_store_is_not_sent_back_to_the_queue(h):
+    from twisted.internet.defer import Deferred
+
+    sweep_may_read = Deferred()
+    real_requeue = h.store.requeue_orphans
+
+    async def slow_requeue(running, now):  # the sweep's read reaches the database late
+        await sweep_may_read
+        return await real_requeue(running, now)
+
+    h.store.requeue_orphans = slow_requeue
+    sweeping = ensureDeferred(h.manager.requeue_orphans())
+    [job_id] = h.submit()  # its claim lands before the sweep reads
+    sweep_may_read.callback(None)
+    result_of(sweeping)
+    assert h.pipeline.started == [job_id] and h.status(job_id) == RUNNING
+    assert not any("never started" in entry.message for entry in result_of(h.store.history(job_id)))
