@@ -18,7 +18,6 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import pytest
 import requests
 import yaml
 
@@ -143,9 +142,6 @@ class Daemon:
         return text in self.output()
 
 
-# Tests that read the SQLite file itself (its pragmas, its bytes) have nothing to read on PostgreSQL.
-SQLITE_FILE_ONLY = pytest.mark.skipif(os.environ.get("HYPERSDK_TEST_STORE") == "postgresql",
-                                      reason="reads the SQLite database file")
 _postgres = {}  # the PostgreSQL server of HYPERSDK_TEST_STORE=postgresql runs, started once
 
 

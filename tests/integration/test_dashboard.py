@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -55,3 +56,24 @@ def test_progress_moves_details_show_and_cancel_works(tmp_path, sim, si):
         assert job["status"] == "cancelled" and list((tmp_path / "out").iterdir()) == []
     finally:
         d.close()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make test installs it)")
+def test_the_discard_button_removes_what_a_failed_job_kept(tmp_path, capped, capped_si):
+    from tests.integration.test_leftovers import stalled
+    from tests.integration.test_transfer import copying, output_file
+
+    with copying(tmp_path, capped, capped_si, 256 * MiB, {"pipeline": {"stall_timeout": 3}}) as (d, source, out):
+        job = stalled(d, source, capped, out)
+        target = output_file(out, source.name)
+        assert Path(target).exists()
+        run = subprocess.run(["node", str(REPO / "tests" / "js" / "dashboard_discard.js")], capture_output=True,
+                             text=True, timeout=120, cwd=REPO / "tests" / "js",
+                             env={**os.environ, "HYPERSDK_URL": d.url, "HYPERSDK_JOB": job["id"]})
+        assert run.returncode == 0, run.stderr + run.stdout
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        assert f"file {target}" in seen["keptBefore"], seen  # the details list the kept copy
+        assert seen["dialogs"] == ["Remove what this job kept? It can no longer be resumed."], seen
+        assert "Kept" not in seen["fieldsAfter"] and seen["errors"] == [], seen
+        assert not Path(target).exists()
+        assert d.job(job["id"])["history"][-1]["message"] == f"discarded: removed file {target}"
