@@ -1,7 +1,7 @@
 // Drives the dashboard in headless Chromium (playwright-core, Debian's /usr/bin/chromium):
 // enter the token, watch a running job's progress bar move, open its details, save a
 // screenshot, press Cancel and wait for the row to say "cancelled". Prints one JSON line.
-const { chromium } = require('playwright-core');
+const { openPage } = require('./browser');
 
 const url = process.env.HYPERSDK_URL;
 const token = process.env.HYPERSDK_TOKEN;
@@ -9,16 +9,8 @@ const jobId = process.env.HYPERSDK_JOB;
 const screenshot = process.env.SCREENSHOT;
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run'],
-  });
+  const { browser, page, errors } = await openPage();
   try {
-    // bypassCSP: the page's policy forbids eval, which the driver's waitForFunction uses.
-    const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, bypassCSP: true });
-    const errors = [];
-    page.on('pageerror', (error) => errors.push(String(error)));
     await page.goto(url);
     await page.waitForSelector('#login:not([hidden])', { timeout: 10000 });  // auth is on: asked once
     await page.fill('#token', token);

@@ -1,21 +1,14 @@
 // Drives the dashboard in headless Chromium: open a failed job's details, see what it kept, press
 // Discard, accept the confirmation and wait for the kept list to go. Prints one JSON line.
-const { chromium } = require('playwright-core');
+const { openPage } = require('./browser');
 
 const url = process.env.HYPERSDK_URL;
 const jobId = process.env.HYPERSDK_JOB;
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run'],
-  });
+  const { browser, page, errors } = await openPage();
   try {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, bypassCSP: true });
-    const errors = [];
     const dialogs = [];
-    page.on('pageerror', (error) => errors.push(String(error)));
     page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.accept(); });
     await page.goto(url);
     const row = `tr[data-id="${jobId}"]`;

@@ -1,0 +1,17 @@
+// Headless Debian Chromium for the dashboard scripts, and a page that records its script errors.
+const { chromium } = require('playwright-core');
+
+async function openPage() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--no-first-run'],
+  });
+  // bypassCSP: the page's policy forbids eval, which the driver's waitForFunction uses.
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, bypassCSP: true });
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(String(error)));
+  return { browser, page, errors };
+}
+
+module.exports = { openPage };
