@@ -17,7 +17,7 @@ from ..config import VCenterConfig, read_vcenter_password
 from ..jobs.definition import SourceSpec
 from ..cancel import CancelToken
 from ..threads import RemoteCallPool
-from . import files, inventory, power
+from . import files, inventory, power, snapshots
 from .connection import VCenterParams
 from .datastore import session_cookie
 from .model import VmInfo
@@ -106,12 +106,10 @@ class VSphere:
         return self._in_thread(self._timeout * 2, files.thd_server_certificate, params, self._timeout)
 
     def shutdown_guest(self, params: VCenterParams, vm_path: str) -> Deferred:
-        return self._with_session(params, lambda si: power.thd_shutdown_guest(si, inventory.thd_find_vm(si, vm_path)))
+        return self._on_vm(params, vm_path, power.thd_shutdown_guest)
 
     def power_off(self, params: VCenterParams, vm_path: str, timeout: float = 60.0) -> Deferred:
-        return self._with_session(
-            params, lambda si: power.thd_power_off(si, inventory.thd_find_vm(si, vm_path), timeout), deadline=timeout + self._timeout * 2
-        )
+        return self._on_vm(params, vm_path, power.thd_power_off, timeout, deadline=timeout + self._timeout * 2)
 
     def wait_powered_off(self, params: VCenterParams, vm_path: str, timeout: float) -> Deferred:
         """Wait for the VM to be off; cancelling the Deferred stops the waiting thread."""
@@ -125,7 +123,49 @@ class VSphere:
         return d
 
     def remove_cdroms(self, params: VCenterParams, vm_path: str) -> Deferred:
-        return self._with_session(params, lambda si: power.thd_remove_cdroms(si, inventory.thd_find_vm(si, vm_path)))
+        return self._on_vm(params, vm_path, power.thd_remove_cdroms)
+
+    def power_on(self, params: VCenterParams, vm_path: str, timeout: float = 120.0) -> Deferred:
+        return self._on_vm(params, vm_path, power.thd_power_on, timeout, deadline=timeout + self._timeout * 2)
+
+    # -- warm migration: snapshots and Changed Block Tracking ---------------------------
+
+    def enable_change_tracking(self, params: VCenterParams, vm_path: str) -> Deferred:
+        """True if it was off (it takes effect at the VM's next snapshot or power on)."""
+        return self._on_vm(params, vm_path, snapshots.thd_enable_change_tracking, self._timeout * 2)
+
+    def create_snapshot(self, params: VCenterParams, vm_path: str, name: str, quiesce: bool,
+                        timeout: float = 600.0) -> Deferred:
+        """The snapshot's disks' changeIds, by device key (the snapshot is found again by its name)."""
+        def thd(si, vm):
+            snapshot = snapshots.thd_create_snapshot(si, vm, name, quiesce, timeout)
+            return snapshots.thd_change_ids(si, snapshot)
+
+        return self._on_vm(params, vm_path, thd, deadline=timeout + self._timeout * 4)
+
+    def remove_snapshots(self, params: VCenterParams, vm_path: str, name: str, timeout: float = 1800.0) -> Deferred:
+        """Remove the VM's snapshots of this name (merging them can take long on a busy VM): how many."""
+        return self._on_vm(params, vm_path, snapshots.thd_remove_snapshots_named, name, timeout,
+                           deadline=timeout + self._timeout * 4)
+
+    def changed_areas(self, params: VCenterParams, vm_path: str, snapshot_name: Optional[str], device_key: int,
+                      capacity: int, change_id: str) -> Deferred:
+        """The disk's areas changed since ``change_id`` as of the named snapshot (None: now, VM off)."""
+        def thd(si, vm):
+            snapshot = None
+            if snapshot_name is not None:
+                found = [s for name, s in snapshots.thd_snapshots(si, vm) if name == snapshot_name]
+                if len(found) != 1:
+                    raise errors.Conflict(f"the VM has {len(found)} snapshot(s) named {snapshot_name}, not one")
+                snapshot = found[0]
+            return snapshots.thd_changed_areas(si, vm, snapshot, device_key, capacity, change_id)
+
+        return self._on_vm(params, vm_path, thd, deadline=self._timeout * 8)
+
+    def _on_vm(self, params: VCenterParams, vm_path: str, fn, *args, deadline: Optional[float] = None) -> Deferred:
+        """``fn(si, vm, *args)`` on the VM at ``vm_path``, with the session's retries and a deadline."""
+        return self._with_session(params, lambda si: fn(si, inventory.thd_find_vm(si, vm_path), *args),
+                                  deadline=deadline)
 
     def list_vms(self, params: VCenterParams, datacenter: Optional[str], folder: Optional[str]) -> Deferred:
         return self._with_session(params, inventory.thd_list_vms, datacenter, folder)

@@ -33,7 +33,7 @@ VM_PROPERTIES = (
     "config.hardware.device", "config.hardware.numCPU", "config.hardware.numCoresPerSocket",
     "config.hardware.memoryMB", "config.firmware", "config.bootOptions.efiSecureBootEnabled",
     "config.guestId", "config.guestFullName", "config.uuid", "config.instanceUuid", "config.template",
-    "runtime.powerState", "snapshot", "guest.toolsRunningStatus", "guest.ipAddress",
+    "runtime.powerState", "snapshot", "guest.toolsRunningStatus", "guest.ipAddress", "config.changeTrackingEnabled",
 )
 SUMMARY_PROPERTIES = (
     "name", "parent", "parentVApp",
@@ -129,6 +129,7 @@ def _vm_info(props: dict[str, Any], path: str, datacenter: str, devices: list, n
              moref: str = "") -> VmInfo:
     boot_secure = props.get("config.bootOptions.efiSecureBootEnabled")
     snapshot = props.get("snapshot")
+    snapshot_names = tuple(_snapshot_names(snapshot.rootSnapshotList if snapshot else []))
     return VmInfo(
         moref=moref,
         name=props.get("name", ""),
@@ -149,7 +150,9 @@ def _vm_info(props: dict[str, Any], path: str, datacenter: str, devices: list, n
         cdroms=tuple(
             CdromInfo(key=d.key, label=_label(d)) for d in devices if isinstance(d, vim.vm.device.VirtualCdrom)
         ),
-        snapshot_count=_count_snapshots(snapshot.rootSnapshotList if snapshot else []),
+        snapshot_names=snapshot_names,
+        snapshot_count=len(snapshot_names),
+        change_tracking=bool(props.get("config.changeTrackingEnabled")),
         tools_status=props.get("guest.toolsRunningStatus") or None,
         ip_address=props.get("guest.ipAddress") or None,
         template=bool(props.get("config.template")),
@@ -160,8 +163,10 @@ def _label(device: vim.vm.device.VirtualDevice) -> str:
     return device.deviceInfo.label if device.deviceInfo else ""
 
 
-def _count_snapshots(trees: Iterable) -> int:
-    return sum(1 + _count_snapshots(t.childSnapshotList or []) for t in trees or [])
+def _snapshot_names(trees: Iterable) -> Iterable[str]:
+    for tree in trees or []:
+        yield tree.name
+        yield from _snapshot_names(tree.childSnapshotList or [])
 
 
 def disk_capacity_bytes(disk: vim.vm.device.VirtualDisk) -> int:

@@ -67,6 +67,8 @@ class VmInfo:
     ip_address: Optional[str] = None
     template: bool = False
     moref: str = ""  # managed object id ("vm-123"), what VDDK opens a VM by
+    snapshot_names: tuple[str, ...] = ()  # every snapshot in the tree
+    change_tracking: bool = False  # config.changeTrackingEnabled (Changed Block Tracking)
 
     @property
     def storage_bytes(self) -> int:

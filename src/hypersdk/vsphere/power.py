@@ -21,12 +21,12 @@ POLL_FIRST = 0.1
 POLL_MAX = 1.0
 
 
-def _name(vm: vim.VirtualMachine, props: dict[str, Any]) -> str:
+def vm_name(vm: vim.VirtualMachine, props: dict[str, Any]) -> str:
     return props.get("name") or vm._moId
 
 
 @contextmanager
-def _vm_faults(vm_name: str, action: str) -> Iterator[None]:
+def vm_faults(vm_name: str, action: str) -> Iterator[None]:
     """Map the faults that mean 'not in this state' to Conflict, a vanished VM to VMNotFound."""
     try:
         yield
@@ -71,20 +71,21 @@ def thd_wait_task(
 ) -> Any:
     """The task's result once it succeeded; its fault raised if it failed; UpstreamTimeout after ``timeout``."""
 
-    def poll() -> Optional[vim.TaskInfo]:
-        info = thd_properties(si, task, "info").get("info")
-        if info is not None and info.state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
+    def poll() -> Optional[dict[str, Any]]:
+        # (not the whole info: its entity, for a snapshot's task, is a type some servers get wrong)
+        info = thd_properties(si, task, "info.state", "info.error", "info.result")
+        if info.get("info.state") in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
             return info
         return None
 
     info = _wait(poll, timeout, token, lambda: errors.UpstreamTimeout(
         f"vCenter {where(si)} did not finish the {what} within {timeout:g} s"))
-    if info.state == vim.TaskInfo.State.error:
-        raise info.error
-    return info.result
+    if info["info.state"] == vim.TaskInfo.State.error:
+        raise info["info.error"]
+    return info.get("info.result")
 
 
-def _vm_properties(si: vim.ServiceInstance, vm: vim.VirtualMachine, *paths: str) -> dict[str, Any]:
+def vm_properties(si: vim.ServiceInstance, vm: vim.VirtualMachine, *paths: str) -> dict[str, Any]:
     try:
         return thd_properties(si, vm, "name", *paths)
     except vmodl.fault.ManagedObjectNotFound:
@@ -92,17 +93,17 @@ def _vm_properties(si: vim.ServiceInstance, vm: vim.VirtualMachine, *paths: str)
 
 
 def _power_state(si: vim.ServiceInstance, vm: vim.VirtualMachine) -> dict[str, Any]:
-    return _vm_properties(si, vm, "runtime.powerState")
+    return vm_properties(si, vm, "runtime.powerState")
 
 
 def thd_shutdown_guest(si: vim.ServiceInstance, vm: vim.VirtualMachine) -> None:
     """Ask the guest OS to shut down (needs VMware Tools); returns at once."""
     with upstream_errors(where(si)):
         props = _power_state(si, vm)
-        name = _name(vm, props)
+        name = vm_name(vm, props)
         if props.get("runtime.powerState") != vim.VirtualMachinePowerState.poweredOn:
             raise errors.Conflict(f"cannot shut down VM {name}: it is {props.get('runtime.powerState')}")
-        with _vm_faults(name, "shut down"):
+        with vm_faults(name, "shut down"):
             vm.ShutdownGuest()
 
 
@@ -110,10 +111,10 @@ def thd_power_off(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: floa
     """Power the VM off (hard) and wait for the task, at most ``timeout`` seconds."""
     with upstream_errors(where(si)):
         props = _power_state(si, vm)
-        name = _name(vm, props)
+        name = vm_name(vm, props)
         if props.get("runtime.powerState") == vim.VirtualMachinePowerState.poweredOff:
             raise errors.Conflict(f"cannot power off VM {name}: it is already powered off")
-        with _vm_faults(name, "power off"):
+        with vm_faults(name, "power off"):
             task = vm.PowerOffVM_Task()
             thd_wait_task(si, task, timeout, what=f"power-off of VM {name}")
 
@@ -127,18 +128,29 @@ def thd_wait_powered_off(
 
         def poll() -> Optional[bool]:
             props = _power_state(si, vm)
-            names[:] = [_name(vm, props)]
+            names[:] = [vm_name(vm, props)]
             return True if props.get("runtime.powerState") == vim.VirtualMachinePowerState.poweredOff else None
 
         _wait(poll, timeout, token, lambda: errors.UpstreamTimeout(
             f"VM {names[0] if names else vm._moId} did not power off within {timeout:g} s"))
 
 
+def thd_power_on(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float) -> None:
+    """Power the VM on and wait for the task; nothing if it is on already."""
+    with upstream_errors(where(si)):
+        props = vm_properties(si, vm, "runtime.powerState")
+        if props.get("runtime.powerState") == vim.VirtualMachinePowerState.poweredOn:
+            return
+        name = vm_name(vm, props)
+        with vm_faults(name, "power on"):
+            thd_wait_task(si, vm.PowerOnVM_Task(), timeout, what=f"power-on of VM {name}")
+
+
 def thd_remove_cdroms(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float = 60.0) -> int:
     """Remove every CD-ROM device of the VM in one reconfiguration; the number removed."""
     with upstream_errors(where(si)):
-        props = _vm_properties(si, vm, "config.hardware.device")
-        name = _name(vm, props)
+        props = vm_properties(si, vm, "config.hardware.device")
+        name = vm_name(vm, props)
         cdroms = [d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualCdrom)]
         if not cdroms:
             return 0
@@ -146,7 +158,7 @@ def thd_remove_cdroms(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: 
             vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=d)
             for d in cdroms
         ])
-        with _vm_faults(name, "remove the CD-ROM drives of"):
+        with vm_faults(name, "remove the CD-ROM drives of"):
             task = vm.ReconfigVM_Task(spec=spec)
             thd_wait_task(si, task, timeout, what=f"reconfiguration of VM {name}")
         return len(cdroms)
