@@ -15,6 +15,7 @@ Everything here has a deadline; nothing sleeps to wait.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import select
@@ -24,6 +25,8 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -55,11 +58,12 @@ def _go() -> str:
 
 
 def build_vcsim(timeout: float = 300.0) -> Path:
-    """The simulator binary, built if missing or older than main.go (serialized across processes)."""
+    """The simulator binary, built if missing or older than any tests/vcsim/*.go (serialized across processes)."""
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with open(BUILD_DIR / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+        newest = max(p.stat().st_mtime for p in SOURCE_DIR.glob("*.go"))
+        if BINARY.exists() and BINARY.stat().st_mtime >= newest:
             return BINARY
         if not Path(GOPATH, "src/github.com/vmware/govmomi/simulator").is_dir():
             raise VcsimError(f"govmomi sources missing under {GOPATH}: apt-get install -y golang-github-vmware-govmomi-dev")
@@ -234,11 +238,70 @@ class Vcsim:
     def served_bytes(self, vm_dir: str, file: str) -> int:
         return self.served().get(f"/folder/{vm_dir}/{file}", 0)
 
+    # ---- the guest writer (warm migration) -------------------------------------------------------
+
+    def _base_url(self) -> str:
+        return f"{self.info.scheme}://127.0.0.1:{self.info.port}"
+
+    def guest_write(self, vm_name: str, disk: int, offset: int, length: int, seed: Optional[int] = None, *,
+                    byte: Optional[int] = None) -> None:
+        """The running guest of ``vm_name`` writes ``length`` bytes at ``offset`` of its disk number ``disk``
+        (0: the first disk in device order): ``guest_pattern(seed, length)``, or ``byte`` repeated. It lands
+        in the base flat file when the VM has no snapshot, else in the newest snapshot's delta. Raises
+        VcsimError with the simulator's status and reason (409: the VM is not powered on)."""
+        if (seed is None) == (byte is None):
+            raise ValueError("give exactly one of seed and byte")
+        body = {"vm": vm_name, "disk": disk, "offset": offset, "length": length}
+        body.update({"seed": seed} if seed is not None else {"byte": byte})
+        request = urllib.request.Request(f"{self._base_url()}/guest/write", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        self._call(request)
+
+    def guest_read(self, vm_name: str, disk: int, offset: int, length: int) -> bytes:
+        """What the guest of ``vm_name`` sees at [offset, offset+length) of disk number ``disk``: the base
+        flat file overlaid by the deltas of its snapshots (any power state)."""
+        query = urllib.parse.urlencode({"vm": vm_name, "disk": disk, "offset": offset, "length": length})
+        return self._call(urllib.request.Request(f"{self._base_url()}/guest/read?{query}"))
+
+    def folder_get(self, path: str, start: Optional[int] = None, length: Optional[int] = None,
+                   datastore: str = "LocalDS_0") -> tuple[int, bytes]:
+        """(status, body) of a GET of ``/folder/<path>`` (e.g. ``"vm1/vm1-flat.vmdk"``), a range when
+        ``start`` is given; an error status is returned, not raised."""
+        query = urllib.parse.urlencode({"dcPath": "DC0", "dsName": datastore})
+        request = urllib.request.Request(f"{self._base_url()}/folder/{urllib.parse.quote(path)}?{query}")
+        if start is not None:
+            end = "" if length is None else str(start + length - 1)
+            request.add_header("Range", f"bytes={start}-{end}")
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=self.ssl_context()) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _call(self, request: urllib.request.Request) -> bytes:
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=self.ssl_context()) as answer:
+                return answer.read()
+        except urllib.error.HTTPError as e:
+            raise VcsimError(f"{request.get_method()} {request.full_url}: {e.code} {e.read().decode(errors='replace').strip()}") from None
+
     def ca_file(self) -> Path:
         """The simulator's CA certificate as a PEM file."""
         path = self.tmpdir / "vcsim-ca.pem"
         path.write_text(self.info.ca_pem or "")
         return path
+
+
+def guest_pattern(seed: int, length: int) -> bytes:
+    """The bytes ``Vcsim.guest_write(..., seed)`` writes: SHA-256(b"vcsim-guest" + seed + i) for i = 0, 1, ...
+    (8-byte little-endian numbers), concatenated and cut to ``length``."""
+    out = bytearray()
+    prefix = b"vcsim-guest" + seed.to_bytes(8, "little")
+    i = 0
+    while len(out) < length:
+        out += hashlib.sha256(prefix + i.to_bytes(8, "little")).digest()
+        i += 1
+    return bytes(out[:length])
 
 
 # ---- polling -------------------------------------------------------------------------------------

@@ -148,6 +148,10 @@ func main() {
 	parentPID := flag.Int("parent-pid", 0, "exit at once if our parent is not this pid (with -exit-with-parent)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "exit when the parent process dies (prctl PDEATHSIG)")
 	exitOnStdinEOF := flag.Bool("exit-on-stdin-eof", true, "exit when stdin is closed")
+	maxExtents := flag.Int("cbt-max-extents", 2000, "at most this many extents in one QueryChangedDiskAreas answer "+
+		"(its length then ends with the last one: the client asks again from there)")
+	lockBuiltin := flag.Bool("lock-builtin-vms", false, "also refuse /folder reads of the flat disks of the model's own "+
+		"powered-on VMs (DC0_H0_VM0...) while they have no snapshot, as for every VM created later")
 	streamRate := flag.Int64("stream-rate", 0, "hold each /folder GET response to this many bytes per second, "+
 		"as one datastore stream of a real host (0: as fast as the CPU allows)")
 	flag.Parse()
@@ -185,9 +189,18 @@ func main() {
 		caPEM = ca
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
+	deltaDir, err := ioutil.TempDir("", "vcsim-deltas-")
+	if err != nil {
+		log.Fatalf("delta directory: %v", err)
+	}
+	defer os.RemoveAll(deltaDir)
+	warmState := newWarm(deltaDir, *maxExtents, *lockBuiltin)
+
 	server := model.Service.NewServer()
-	// Go reads the handler per request: wrapping it now covers every request to come.
-	server.Config.Handler = datastoreReads(server.Config.Handler, &servedBytes{files: map[string]int64{}}, *streamRate)
+	// Go reads the handler per request: wrapping it now covers every request to come. The warm
+	// handler is outside the counting one: a refused read of a locked file sent no disk bytes.
+	server.Config.Handler = warmState.handler(
+		datastoreReads(server.Config.Handler, &servedBytes{files: map[string]int64{}}, *streamRate))
 
 	host, portText, _ := net.SplitHostPort(server.URL.Host)
 	port, _ := strconv.Atoi(portText)
