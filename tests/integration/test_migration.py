@@ -382,8 +382,9 @@ def test_vddk_is_refused_at_submit_without_its_plugin(daemon, sim):
 
 
 def test_virt_v2v_runs_on_the_copied_disks_and_its_failure_is_clear(tmp_path, sim, si, libvirt_host):
-    """The simulator's VMs hold no operating system: virt-v2v's inspection refuses them, after
-    booting its appliance for real. The job fails naming virt-v2v's own reason, leaving nothing."""
+    """The simulator's VMs hold no operating system: virt-v2v-in-place's inspection refuses them, after
+    booting its appliance for real, on the disks copied into output_dir and verified first. The job
+    fails naming virt-v2v's own reason, leaving nothing."""
     out = Path(libvirtd.scratch_dir("hypersdk-out-"))
     (tmp_path / "d").mkdir()
     d = Daemon(tmp_path / "d").start()
@@ -392,9 +393,11 @@ def test_virt_v2v_runs_on_the_copied_disks_and_its_failure_is_clear(tmp_path, si
         job = d.wait_finished(d.submit(source.definition(sim, {"output_dir": str(out)}, conversion_method="virt-v2v", device_models="virtio")),
                               timeout=300)
         assert job["status"] == "failed"
-        assert job["error"].startswith("conversion: virt-v2v exited 1: inspection could not detect the source guest")
-        messages = [h["message"] for h in job["history"]]
-        assert "conversion started" in " ".join(messages) or any(m.startswith("copying") for m in messages)
+        assert job["error"].startswith("conversion: virt-v2v-in-place exited 1: inspection could not detect the"
+                                       " source guest")
+        stages = [(h["stage"], h["message"]) for h in job["history"] if h["status"] == "running"]
+        assert [stage for stage, _ in stages][-3:] == ["conversion", "verification", "conversion"], stages
+        assert stages[-1][1] == "converting the guest in place with virt-v2v-in-place"
         assert list(out.iterdir()) == [] and source.name not in domain_names(libvirt_host)
         assert [p.name for p in (tmp_path / "d" / "var" / "work").iterdir()] == [".libguestfs-cache"]  # no job left
     finally:

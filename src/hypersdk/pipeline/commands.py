@@ -91,11 +91,10 @@ def qemu_img_compare(source: str, source_format: str, target: str, target_format
     return ["qemu-img", "compare", "-p", "-f", source_format, "-F", target_format, source, target]
 
 
-def virt_v2v(source_xml: str, output_dir: str, disk_format: str, name: str) -> list[str]:
-    """virt-v2v converting the guest whose disks ``source_xml`` describes into ``output_dir``
-    (``<name>-sda``, ``<name>-sdb``, ...), with JSON messages on stdout."""
-    return ["virt-v2v", "--machine-readable", "-i", "libvirtxml", source_xml, "-o", "local", "-os", output_dir,
-            "-of", disk_format, "-on", name]
+def virt_v2v_in_place(source_xml: str) -> list[str]:
+    """virt-v2v-in-place converting, where they are, the disks ``source_xml`` describes (its
+    ``<disk>`` files, with their formats), with JSON messages on stdout. It writes no other file."""
+    return ["virt-v2v-in-place", "--machine-readable", "-i", "libvirtxml", source_xml]
 
 
 def libguestfs_env(*, cache_dir: str, scratch: str, home: str, force_tcg: bool,

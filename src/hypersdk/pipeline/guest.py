@@ -1,8 +1,13 @@
-"""Guest conversion by virt-v2v (virtio drivers, bootloader) of disks copied into the work directory."""
+"""Guest conversion by virt-v2v (virtio drivers, bootloader, initramfs), in place.
+
+As Forklift does after its final sync, the disks the transfer engine wrote (and verified) are
+converted where they are by ``virt-v2v-in-place``: no second copy of every disk. The domain is
+built by our own domain XML code afterwards, as for the https method (virt-v2v-in-place writes no
+domain XML, and virt-v2v's own was wrong here anyway).
+"""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import tempfile
@@ -16,9 +21,11 @@ from . import commands
 from .appliance import appliance_failure
 from .conversion import ToolFailed
 from .destination import PlannedDisk
-from .process import ProcessRunner
+from .process import BASE_ENV, ProcessRunner
 from .progress import virt_v2v_event
 from .workfiles import thd_make_private_dir, thd_write_private
+
+TOOL = "virt-v2v-in-place"
 
 
 class V2vMessages:
@@ -41,17 +48,17 @@ class V2vMessages:
 
 async def convert_guest(processes: ProcessRunner, in_thread, *, vm: VmInfo, domain: str, disks: list[PlannedDisk],
                         spec: JobSpec, work_dir: str, cache_dir: str, force_tcg: bool,
-                        reporter: ProgressReporter, virtio_win: Optional[str] = None) -> list[str]:
-    """Run virt-v2v over the staged disks; return its converted files, in disk order."""
-    fmt = spec.destination.disk_format
-    reporter.update(message="converting the guest with virt-v2v")
+                        reporter: ProgressReporter, virtio_win: Optional[str] = None) -> None:
+    """Convert the guest on the copied disks (``disk.target``: the final file or volume, or a staged
+    work file that import uploads) in place, with virt-v2v-in-place."""
+    if await in_thread(shutil.which, TOOL, os.X_OK, BASE_ENV["PATH"]) is None:
+        raise ToolFailed(f"{TOOL} is not installed on the conversion host (Debian: package virt-v2v >= 2.2)")
+    reporter.update(message=f"converting the guest in place with {TOOL}")
     source_xml = os.path.join(work_dir, "virt-v2v-source.xml")
-    output_dir = os.path.join(work_dir, "virt-v2v")
-    xml = build_domain_xml(vm, name=domain, disks=[DomainDisk.file(d.target.path, fmt, virtio_target(d.index))
-                                                   for d in disks],
+    xml = build_domain_xml(vm, name=domain, disks=[DomainDisk.file(d.target.path, d.target.format,
+                                                                   virtio_target(d.index)) for d in disks],
                            network_mapping=spec.options.network_mapping, domain_type=spec.destination.domain_type)
     await in_thread(thd_write_private, source_xml, xml)
-    await in_thread(thd_make_private_dir, output_dir)
     await in_thread(thd_make_private_dir, cache_dir)  # the appliance, built once and kept
     # virt-v2v makes unix sockets in TMPDIR: it must be short (107 bytes per socket path)
     scratch = await in_thread(tempfile.mkdtemp, "", "hypersdk-v2v-")
@@ -59,17 +66,12 @@ async def convert_guest(processes: ProcessRunner, in_thread, *, vm: VmInfo, doma
                                   virtio_win=virtio_win)
     messages = V2vMessages(reporter)
     try:
-        result = await processes.run("virt-v2v", commands.virt_v2v(source_xml, output_dir, fmt, domain), env=env,
-                                     on_output=messages.line)
+        result = await processes.run(TOOL, commands.virt_v2v_in_place(source_xml), env=env, on_output=messages.line)
     finally:
         await in_thread(shutil.rmtree, scratch, True)
     if not result.ok and "guestfs_launch failed" in (messages.error or ""):
-        raise ToolFailed(f"virt-v2v exited {result.exit_code}: "
+        raise ToolFailed(f"{TOOL} exited {result.exit_code}: "
                          + appliance_failure(env, cache_dir, [*result.stderr_tail, messages.error]))
     if not result.ok:
-        raise ToolFailed(f"virt-v2v exited {result.exit_code}: {messages.error}" if messages.error
-                         else result.describe("virt-v2v"))
-    converted = sorted(await in_thread(glob.glob, os.path.join(output_dir, f"{glob.escape(domain)}-sd*")))
-    if len(converted) != len(disks):
-        raise ToolFailed(f"virt-v2v wrote {len(converted)} disk(s) for {len(disks)}")
-    return converted
+        raise ToolFailed(f"{TOOL} exited {result.exit_code}: {messages.error}" if messages.error
+                         else result.describe(TOOL))

@@ -228,22 +228,26 @@ class MigrationPipeline:
         readers = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
                                      method=spec.options.conversion_method, config=self._config)
         guest_conversion = spec.options.conversion_method == "virt-v2v"
-        planned = await destination.plan([s.size for s in sources], staged=guest_conversion)
-        # virt-v2v changes the guest on purpose: there is nothing to compare with the source after it.
-        copying = job.copying = self._copying(job, params, readers, False if guest_conversion else spec.options.verify)
+        planned = await destination.plan([s.size for s in sources])
+        copying = job.copying = self._copying(job, params, readers, spec.options.verify)
         await copying.copy(planned, sources)
         if copying.verify_range is not None:
             job.stage("verification", "comparing every copied disk with the source")
             await copying.verify(planned, sources)
-        if guest_conversion:
-            delivered = await convert_guest(
+        if guest_conversion:  # the verified copy is converted where it is: virt-v2v changes the guest on purpose
+            if job.reporter.stage != "conversion":
+                job.stage("conversion", "converting the guest in place with virt-v2v-in-place")
+            await self._still_ours(job)
+            if copying.resumable:  # from now on the copy differs from its checkpoints: nothing to resume
+                copying.resumable = False
+                await self._store.forget_transfers(job.job_id)
+            await convert_guest(
                 self._processes, self._thd, vm=vm, domain=domain, disks=planned, spec=spec, work_dir=job.work_dir,
                 cache_dir=os.path.join(self._work_root, ".libguestfs-cache"),
                 force_tcg=(await self._appliance.backend()).force_tcg, reporter=job.reporter,
                 virtio_win=self._config.pipeline.virtio_win,
             )
-        else:
-            delivered = [disk.target.path if disk.staged else None for disk in planned]
+        delivered = [disk.target.path if disk.staged else None for disk in planned]
 
         adapted = await self._inspection(job, vm, [(path or disk.target.path, spec.destination.disk_format)
                                                    for disk, path in zip(planned, delivered)])

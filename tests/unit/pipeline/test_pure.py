@@ -172,9 +172,8 @@ def test_virt_v2v_messages_become_progress_and_the_error_is_kept():
     assert messages.error == "inspection could not detect the source guest. No root device found."
 
 
-def test_virt_v2v_argv_converts_locally_with_machine_readable_messages():
-    argv = commands.virt_v2v("/w/source.xml", "/w/out", "qcow2", "web")
-    assert argv[:2] == ["virt-v2v", "--machine-readable"]
+def test_virt_v2v_in_place_argv_converts_the_disks_the_xml_names_with_machine_readable_messages():
+    argv = commands.virt_v2v_in_place("/w/source.xml")
+    assert argv[:2] == ["virt-v2v-in-place", "--machine-readable"]
     assert argv[argv.index("-i") + 1:argv.index("-i") + 3] == ["libvirtxml", "/w/source.xml"]
-    assert argv[argv.index("-o") + 1] == "local" and argv[argv.index("-os") + 1] == "/w/out"
-    assert argv[argv.index("-of") + 1] == "qcow2" and argv[argv.index("-on") + 1] == "web"
+    assert "-o" not in argv and "-os" not in argv  # no output: the disks are changed where they are
