@@ -1,6 +1,7 @@
 """The transfer worker as the daemon runs it, against a scripted datastore: retries, a refused cookie,
 sparse writes into a raw file and into a qcow2 through qemu-nbd, verification by chunk hashes, a chunk
-whose fetch fails in a way nobody foresaw, and a certificate pin that holds on every connection."""
+whose fetch fails in a way nobody foresaw, a certificate pin that holds on every connection, and copies
+of given areas only (changed block tracking) into a fresh target and over an older copy."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from twisted.internet.defer import succeed
 
 from hypersdk.pipeline.process import ProcessRunner
 from hypersdk.pipeline.transfer.engine import DiskCopy, StreamSource, TransferFailed, worker_argv, worker_env
-from hypersdk.pipeline.transfer.plan import chunks
+from hypersdk.pipeline.transfer.copier import zero_hash
+from hypersdk.pipeline.transfer.plan import area_pieces, area_work, chunks
+from hypersdk.store.checkpoints import ChunkRecord
 from hypersdk.pipeline.transfer.worker import chunk_hash
 from tests.integration.daemon import wait_for
 from tests.integration.filesystems import fill, read_only, small_filesystem
@@ -55,6 +58,7 @@ class Datastore:
         self.close = False
         self.cookie = "vmware_soap_session=one"
         self.requests: list[tuple[str, str]] = []
+        self.sent = 0  # bytes of the disk sent in 206 answers
         self.connections: list[dict] = []  # per connection: its certificate and the requests it carried
         store = self
 
@@ -97,6 +101,7 @@ class Datastore:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                store.sent += len(body)
 
             def log_message(self, *args):
                 pass
@@ -383,3 +388,120 @@ async def test_the_daemon_fails_a_disk_copy_whose_datastore_changes_certificate_
     assert message.startswith("copying Hard disk 1 from vCenter vc.example:443: the datastore's TLS certificate does"
                               f" not match the pinned thumbprint {certificates.sha256['first']}")
     assert saved == [0] and all(c["requests"] == [] for c in store.connections[1:])
+
+
+# -- copies of given areas (changed block tracking) ----------------------------------------------------------
+
+K64 = 64 * 1024
+
+
+class Destination:
+    """A raw file, or a qcow2 served by qemu-nbd, made from ``data`` (None: new and empty)."""
+
+    def __init__(self, kind: str, tmp_path: Path, data: Optional[bytes]):
+        self.kind, self.tmp_path, self.server = kind, tmp_path, None
+        raw = tmp_path / "disk.raw"
+        if data is None:
+            raw.touch()
+            os.truncate(raw, SIZE)
+        else:
+            raw.write_bytes(data)
+        if kind == "raw":
+            self.path = raw
+            self.target = {"kind": "file", "path": str(raw), "size": SIZE}
+            return
+        self.path = tmp_path / "disk.qcow2"
+        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(self.path)], check=True)
+        raw.unlink()
+        nbd_socket = tmp_path / "nbd.sock"
+        self.server = subprocess.Popen(["qemu-nbd", "--format=qcow2", "--shared=8", "--persistent", "--cache=writeback",
+                                        "--discard=unmap", "--socket", str(nbd_socket), str(self.path)])
+        wait_for(lambda: nbd_socket.exists(), 10, "qemu-nbd")
+        self.target = {"kind": "nbd", "socket": str(nbd_socket), "path": str(self.path)}
+
+    def verified(self) -> dict[int, str]:
+        """What verification hashes, chunk by chunk (the worker's verify, every chunk read)."""
+        lines = run_worker({"mode": "verify", "target": self.target,
+                            "chunks": [[c.index, c.offset, c.length] for c in chunks(SIZE, CHUNK)]}, self.tmp_path)
+        assert lines[-1] == {"done": True}, lines
+        return {line["checked"]: line["hash"] for line in lines if "checked" in line}
+
+    def content(self) -> bytes:
+        if self.kind == "raw":
+            return self.path.read_bytes()
+        self.close()
+        back = self.tmp_path / "back.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(self.path), str(back)], check=True)
+        return back.read_bytes()
+
+    def close(self):
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(10)
+            self.server = None
+
+
+@pytest.fixture(params=["raw", "qcow2"])
+def destination(request, tmp_path):
+    made = []
+
+    def make(data: Optional[bytes]) -> Destination:
+        made.append(Destination(request.param, tmp_path, data))
+        return made[-1]
+    yield make
+    for d in made:
+        d.close()
+
+
+def copy_areas(datastore: Datastore, tmp_path: Path, destination: Destination, areas, done: dict, fresh: bool):
+    """The worker run as JobCopier runs it for ``areas``: (records of every chunk afterwards, its lines)."""
+    plan = chunks(SIZE, CHUNK)
+    work = area_work(plan, done, area_pieces(plan, areas), fresh)
+    spec = copy_spec(datastore, tmp_path, destination.target, fresh=fresh,
+                     chunks=[[c.index, c.offset, c.length] for c in work.copy],
+                     areas={str(c.index): {"pieces": [list(p) for p in work.pieces[c.index]],
+                                           "outside": work.outside[c.index]} for c in work.copy})
+    lines = run_worker(spec, tmp_path)
+    assert lines[-1]["done"] is True, lines
+    records = {i: r.hash for i, r in done.items()}
+    records.update({c.index: zero_hash(c.length) for c in work.zero})
+    reported = [line["chunk"] for line in lines if "chunk" in line]
+    assert sorted(reported) == [c.index for c in work.copy]  # each once
+    records.update({line["chunk"]: line["hash"] for line in lines if "chunk" in line})
+    assert max(line["read"] for line in lines if "read" in line) == work.read_bytes
+    return records, lines
+
+
+def test_an_allocated_only_copy_into_a_fresh_target_reads_only_the_areas(datastore, tmp_path, destination):
+    areas = [(0, MiB), (17 * MiB, K64), (SIZE - K64, K64)]  # where disk_content() holds data, 64 KiB-aligned
+    target = destination(None)
+    records, _ = copy_areas(datastore, tmp_path, target, areas, {}, fresh=True)
+    assert datastore.sent == MiB + 2 * K64  # not the chunks around them
+    assert sorted(r for _c, r in datastore.requests) == sorted(f"bytes={512 + s}-{512 + s + n - 1}" for s, n in areas)
+    assert records == target.verified()  # the zero chunks' records too, never read
+    assert target.content() == datastore.data
+
+
+def test_a_later_pass_over_an_older_copy_reads_only_the_changed_areas_and_its_records_verify(
+        datastore, tmp_path, destination):
+    old = datastore.data
+    new = bytearray(old)
+    new[256 * 1024:512 * 1024] = bytes(256 * 1024)  # data that became zeros
+    new[CHUNK - K64:CHUNK + K64] = b"\x11" * 2 * K64  # across a chunk boundary
+    new[5 * CHUNK:5 * CHUNK + K64] = b"\x22" * K64  # in a chunk of zeros
+    new[5 * CHUNK + 2 * K64:5 * CHUNK + 3 * K64] = b"\x23" * K64  # apart from it in the same chunk
+    new[SIZE - 2 * K64:SIZE - K64] = b"\x33" * K64  # next to the data of the last chunk
+    areas = [(256 * 1024, 256 * 1024), (CHUNK - K64, 2 * K64), (5 * CHUNK, K64), (5 * CHUNK + 2 * K64, K64),
+             (SIZE - 2 * K64, K64)]
+    target = destination(old)
+    plan = chunks(SIZE, CHUNK)
+    done = {c.index: ChunkRecord(c.index, chunk_hash(old[c.offset:c.end]), not any(old[c.offset:c.end]))
+            for c in plan}
+    datastore.data = bytes(new)
+    records, lines = copy_areas(datastore, tmp_path, target, areas, done, fresh=False)
+    assert datastore.sent == sum(n for _s, n in areas)
+    pieces = [*areas[:1], (CHUNK - K64, K64), (CHUNK, K64), *areas[2:]]  # the boundary's area cut in two
+    assert sorted(r for _c, r in datastore.requests) == sorted(f"bytes={512 + s}-{512 + s + n - 1}" for s, n in pieces)
+    assert {line["chunk"] for line in lines if "chunk" in line} == {0, 1, 5, 9}
+    assert records == target.verified() == {c.index: chunk_hash(new[c.offset:c.end]) for c in plan}
+    assert target.content() == bytes(new)

@@ -6,15 +6,22 @@ else starts it over (saying why) on an empty target: a raw file cut to nothing, 
 again, so that nothing an earlier run wrote stays where the source now holds zeros (a libvirt
 volume made beforehand is kept, and its zeros are written). Each disk gets its streams from the vCenter's pool, runs its
 worker, and reports its bytes; the job's progress is the sum, with a line per disk.
+
+A copy can be of given areas only (changed block tracking: ``copy(..., areas=...)``): the worker
+reads only the areas' bytes and rebuilds the chunks they touch over what the target holds; the
+other chunks keep their records, or are recorded as zeros. ``prepare(..., trust_source=True)``
+resumes although the source was modified since the checkpoint (a warm migration's next pass: the
+caller knows what changed), and ``save_change_id`` keeps the changeId of the source a pass copied.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from functools import lru_cache
+from typing import Callable, Mapping, Optional, Sequence
 
-from attrs import define, field
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, FirstError
+from attrs import Factory, define, field
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, FirstError, maybeDeferred
 from twisted.logger import Logger
 
 from ...store.checkpoints import ChunkRecord
@@ -22,7 +29,9 @@ from .. import conditions
 from ..conversion import Target, ToolFailed
 from ..progress import RateMeter
 from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks, zero_extents
-from .plan import Chunk, SourceIdentity, bytes_done, chunks, remaining, zero_chunks
+from .plan import (AreaWork, Chunk, Piece, SourceIdentity, area_pieces, area_work, bytes_done, chunks, remaining,
+                   zero_chunks)
+from .worker import chunk_hash
 
 log = Logger()
 
@@ -36,7 +45,13 @@ class DiskTransfer:
     chunks: list[Chunk]
     done: dict[int, ChunkRecord] = field(factory=dict)
     fresh: bool = True  # the copy starts on an empty target (made so before the worker runs)
-    copied: int = 0  # bytes on the destination (checkpointed or verified)
+    copied: int = 0  # bytes of ``total`` done (checkpointed or verified)
+    total: int = Factory(lambda self: self.source.size, takes_self=True)  # the bytes progress counts to:
+    # the disk's size; during a copy of areas, the bytes of its areas (what it reads)
+    read_bytes: int = 0  # bytes read from the source by this transfer's copies
+    resumed: bool = False  # its checkpoint was kept: ``done`` is what the target holds
+    change_id: Optional[str] = None  # the changeId of the source the target is a whole copy of, as stored
+    # with the checkpoint (save_change_id); None unless resumed with a record for every chunk
 
     @property
     def size(self) -> int:
@@ -60,14 +75,14 @@ class CopyProgress:
         self.report()
 
     def report(self) -> None:
-        total = sum(d.size for d in self._disks)
+        total = sum(d.total for d in self._disks)
         done = sum(d.copied for d in self._disks)
         self._meter.add(self._seconds(), done)
-        busy = next((d for d in self._disks if d.copied < d.size), self._disks[-1])
+        busy = next((d for d in self._disks if d.copied < d.total), self._disks[-1])
         self._reporter.update(
             current_bytes=done, total_bytes=total, disk_index=busy.index, disk_count=len(self._disks),
-            disk_current_bytes=busy.copied, disk_total_bytes=busy.size,
-            disks=tuple({"index": d.index, "label": d.label, "current_bytes": d.copied, "total_bytes": d.size}
+            disk_current_bytes=busy.copied, disk_total_bytes=busy.total,
+            disks=tuple({"index": d.index, "label": d.label, "current_bytes": d.copied, "total_bytes": d.total}
                         for d in self._disks),
             rate_bytes_per_second=self._meter.rate(), eta_seconds=self._meter.eta(total - done),
             percent_complete=self._low + (self._high - self._low) * (done / total if total else 1.0),
@@ -93,19 +108,24 @@ class JobCopier:
         self._chunk_size = chunk_size
         self._cap = max_bytes_per_second
         self._note = note  # a sentence for the job's history
+        self._prepared: dict[int, DiskTransfer] = {}
 
-    async def prepare(self, disks: Sequence[tuple[str, StreamSource, Target, SourceIdentity]]) -> list[DiskTransfer]:
-        """Each disk with the chunks it still needs: from its checkpoint when source and target are the same."""
+    async def prepare(self, disks: Sequence[tuple[str, StreamSource, Target, SourceIdentity]],
+                      trust_source: bool = False) -> list[DiskTransfer]:
+        """Each disk with the chunks it still needs: from its checkpoint when source and target are the same
+        (``trust_source``: although the source was modified or its changeId moved; its size must not change)."""
         saved = await self._store.transfers(self._job_id)
         prepared = []
         for index, (label, source, target, identity) in enumerate(disks):
             plan = chunks(source.size, self._chunk_size)
             info, done = saved.get(index, (None, {}))
-            why_not = await self._why_not_resume(info, identity, target) if info else "no checkpoint"
+            why_not = await self._why_not_resume(info, identity, target, trust_source) if info else "no checkpoint"
             disk = DiskTransfer(index, label, source, target, plan)
             if why_not is None:
-                disk.done, disk.fresh = done, False
+                disk.done, disk.fresh, disk.resumed = done, False, True
                 disk.copied = bytes_done(plan, done)
+                if all(c.index in done for c in plan):  # (a pass that ended, and its records all stored)
+                    disk.change_id = info["identity"].get("change_id")
             else:
                 if info:
                     self._note(f"{label}: starting over: {why_not}")
@@ -114,11 +134,25 @@ class JobCopier:
                     "chunk_size": self._chunk_size, "target": target.path, "format": target.format})
                 disk.fresh = not target.exists
             prepared.append(disk)
+            self._prepared[index] = disk
         return prepared
 
-    async def _why_not_resume(self, info: dict, identity: SourceIdentity, target: Target) -> Optional[str]:
+    async def save_change_id(self, disk_index: int, change_id: Optional[str]) -> None:
+        """Store ``change_id`` with the disk's checkpoint, as the changeId of the source its target now
+        holds a whole copy of (after a pass: a later ``prepare`` shows it as ``DiskTransfer.change_id``).
+        The store rewrites the disk's records with it: they are stored again, as they are."""
+        info, records = (await self._store.transfers(self._job_id))[disk_index]
+        info = {**info, "identity": {**info["identity"], "change_id": change_id}}
+        await self._store.save_transfer(self._job_id, disk_index, info)
+        await self._store.save_chunks(self._job_id, disk_index, list(records.values()))
+        disk = self._prepared.get(disk_index)
+        if disk is not None:
+            disk.change_id = change_id
+
+    async def _why_not_resume(self, info: dict, identity: SourceIdentity, target: Target,
+                              trusted: bool = False) -> Optional[str]:
         then = SourceIdentity(**info["identity"])
-        changed = then.differs(identity)
+        changed = then.differs(identity, trusted)
         if changed:
             return f"the source changed since the checkpoint: {changed}"
         if info["chunk_size"] != self._chunk_size or info["target"] != target.path or info["format"] != target.format:
@@ -127,32 +161,66 @@ class JobCopier:
             return f"{target.path} is gone"
         return None
 
-    async def copy(self, disks: Sequence[DiskTransfer], progress: CopyProgress) -> int:
-        """Copy every disk at once; returns how many chunks were tried again."""
-        progress.report()
-        return sum(await all_or_none([self._copy_disk(disk, progress) for disk in disks]))
+    async def copy(self, disks: Sequence[DiskTransfer], progress: CopyProgress,
+                   areas: Optional[Mapping[int, Sequence[Piece]]] = None) -> int:
+        """Copy every disk at once; returns how many chunks were tried again.
 
-    async def _copy_disk(self, disk: DiskTransfer, progress: CopyProgress) -> int:
-        todo = remaining(disk.chunks, disk.done)
+        ``areas``: for the disks it names (by index), only these (start, length) areas of the source
+        are read. Outside them the source must hold what the target's records say, or zeros where a
+        chunk has no record (allocated areas on a fresh target; or what changed since the pass the
+        records are of). A chunk an area touches is copied again (its pieces read, the rest taken from
+        the target), one no area touches keeps its record, or is recorded as zeros. Such a disk's
+        progress counts the bytes of its areas. Every disk's ``read_bytes`` grows by what was read."""
+        unknown = set(areas or ()) - {d.index for d in disks}
+        if unknown:
+            raise ValueError(f"areas given for disks not copied: {sorted(unknown)}")
+        work = {}
+        for disk in disks:
+            if areas is not None and disk.index in areas:
+                work[disk.index] = area_work(disk.chunks, disk.done, area_pieces(disk.chunks, areas[disk.index]),
+                                             disk.fresh)
+                disk.total, disk.copied = work[disk.index].read_bytes, 0
+        progress.report()
+        return sum(await all_or_none([self._copy_disk(disk, progress, work.get(disk.index)) for disk in disks]))
+
+    async def _copy_disk(self, disk: DiskTransfer, progress: CopyProgress, work: Optional[AreaWork] = None) -> int:
+        todo = remaining(disk.chunks, disk.done) if work is None else list(work.copy)
+        zero = () if work is None else work.zero
+        if not todo and not zero:
+            return 0
+        fresh = disk.fresh
+        if fresh:
+            await self._empty_target(disk)
+        disk.fresh = fresh and not todo  # once a worker ran, the target holds what it wrote
+        if zero:  # the target reads zeros there: recorded as verification will hash them
+            await self._save(disk, [ChunkRecord(c.index, zero_hash(c.length), True) for c in zero])
         if not todo:
             return 0
-        if disk.fresh:
-            await self._empty_target(disk)
         streams = await self._pool.acquire(self._vcenter, self._streams)
+        copy = None
         try:
             copy = DiskCopy(
                 self._processes, self._clock, job_id=self._job_id, label=disk.label, source=disk.source, chunks=todo,
-                save=lambda records, i=disk.index: self._store.save_chunks(self._job_id, i, records),
+                save=lambda records: self._save(disk, records),
                 renew_cookie=self._renew, refresh_cookie=self._refresh, on_done=lambda n: progress.add(disk, n),
                 stall_timeout=self._stall,
-                streams=streams, fresh=disk.fresh,
-                stream_rate=None if self._cap is None else max(1, self._cap // streams))
+                streams=streams, fresh=fresh,
+                stream_rate=None if self._cap is None else max(1, self._cap // streams), areas=work)
             target = TargetFile(disk.target.path, disk.target.format, True)
             async with target_spec(self._processes, target, disk.size) as spec:
                 await copy.run(spec)
             return copy.retries
         finally:
+            if copy is not None:
+                disk.read_bytes += copy.read_bytes
             self._pool.release(self._vcenter, streams)
+
+    def _save(self, disk: DiskTransfer, records: list[ChunkRecord]) -> Deferred:
+        """Store checkpoint records; once stored, they are the disk's ``done`` too (for a later pass)."""
+        def stored(result):
+            disk.done.update((r.index, r) for r in records)
+            return result
+        return maybeDeferred(self._store.save_chunks, self._job_id, disk.index, records).addCallback(stored)
 
     async def _empty_target(self, disk: DiskTransfer) -> None:
         """The worker skips chunks of zeros on a fresh target: it must read zeros everywhere."""
@@ -163,12 +231,12 @@ class JobCopier:
                 raise ToolFailed(conditions.in_tool_output(result.last_line, f"qemu-img creating {disk.target.path}")
                                  or result.describe("qemu-img create"))
         else:
-            await self._thd(_thd_empty_file, disk.target.path)  # the worker extends it, sparse
+            await self._thd(_thd_empty_file, disk.target.path, disk.size)
 
     async def verify(self, disks: Sequence[DiskTransfer], progress: CopyProgress) -> None:
         """Read every destination disk locally by the same chunks and compare with the source's hashes."""
         for disk in disks:
-            disk.copied = 0
+            disk.copied, disk.total = 0, disk.size
         progress.report()
         saved = await self._store.transfers(self._job_id)
 
@@ -201,5 +269,16 @@ async def all_or_none(coroutines) -> list:
     return [result for _ok, result in outcomes]
 
 
-def _thd_empty_file(path: str) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+def _thd_empty_file(path: str, size: int) -> None:
+    """Nothing in it, sparse: it reads zeros everywhere."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+@lru_cache(maxsize=8)
+def zero_hash(length: int) -> str:
+    """The hash verification computes for a chunk of zeros of ``length`` bytes."""
+    return chunk_hash(bytes(length))

@@ -26,7 +26,7 @@ from ...errors import HyperSDKError
 from ...store.checkpoints import ChunkRecord
 from .. import conditions
 from ..process import ChildProcess, ProcessFailed, ProcessRunner
-from .plan import Chunk, describe_ranges, ranges
+from .plan import AreaWork, Chunk, describe_ranges, ranges
 
 log = Logger()
 COOKIE_REFRESH_SECONDS = 600.0  # vCenter ends idle sessions after 30 min by default
@@ -179,13 +179,18 @@ class DiskCopy:
                  chunks: Sequence[Chunk],
                  save: Callable[[list[ChunkRecord]], Deferred], renew_cookie: Callable[[], Awaitable[None]],
                  refresh_cookie: Callable[[], Awaitable[None]], on_done: Callable[[int], None], stall_timeout: float, streams: int, fresh: bool,
-                 stream_rate: Optional[int] = None, timeout: int = 30):
+                 stream_rate: Optional[int] = None, timeout: int = 30, areas: Optional[AreaWork] = None):
+        """``areas``: the chunks of ``chunks`` that are copied by pieces (plan.area_work); ``on_done`` then
+        gets the bytes of a chunk's pieces (what was read for it) rather than its length."""
         self._processes = processes
         self._clock = clock
         self._job_id = job_id
         self._label = label
         self._source = source
         self._chunks = {c.index: c for c in chunks}
+        self._areas = areas
+        pieces = areas.pieces if areas is not None else {}
+        self._weight = {i: sum(n for _s, n in pieces[i]) for i in self._chunks if i in pieces}  # (what on_done counts)
         self._save = save
         self._renew = renew_cookie  # a fresh login: the datastore refused the cookie
         self._refresh = refresh_cookie  # the session kept alive
@@ -211,6 +216,10 @@ class DiskCopy:
                 "tls": self._source.tls, "source_offset": self._source.offset, "streams": self._streams,
                 "chunks": [[c.index, c.offset, c.length] for c in self._chunks.values()], "fresh": self._fresh,
                 "target": target, "timeout": self._timeout, "stream_rate": self._rate}
+        if self._areas is not None:
+            spec["areas"] = {str(i): {"pieces": [list(p) for p in self._areas.pieces[i]],
+                                      "outside": self._areas.outside[i]}
+                             for i in self._chunks if i in self._areas.pieces}
         lines = _Lines(set(MESSAGES) - {"checked"}, self._line, lambda line: self._stop_for(_garbled(line)))
         child = self._child = self._processes.spawn("transfer worker", worker_argv(self._job_id), env=worker_env(),
                                                     on_output=lines)
@@ -245,6 +254,11 @@ class DiskCopy:
         if self._not_copied():
             raise TransferFailed(f"{where}: the worker ended without copying {self._not_copied()}")
 
+    @property
+    def read_bytes(self) -> int:
+        """The bytes the worker has read from the source so far (as it last said)."""
+        return self._read
+
     def _not_copied(self, before: str = "") -> str:
         """``bytes A-B, C-D`` of the chunks not reported, for messages ("" when every one was)."""
         missing = [i for i in self._chunks if i not in self._reported]
@@ -263,12 +277,15 @@ class DiskCopy:
             else:
                 self._reported.add(index)
                 self._batch.append(ChunkRecord(chunk.index, message["hash"], message["zero"]))
-                self._on_done(chunk.length)
+                self._on_done(self._weight.get(index, chunk.length))
+                if self._stall_timer.active():  # a chunk cleared or rebuilt from the target reads nothing
+                    self._stall_timer.reset(self._stall)
         elif kind == "read":  # ends each of the worker's checkpoints: one store transaction for it
             self._store_batch()
-            if message["read"] > self._read and self._stall_timer.active():  # (not once the worker is stopped)
+            if message["read"] > self._read:
                 self._read = message["read"]
-                self._stall_timer.reset(self._stall)
+                if self._stall_timer.active():  # (not once the worker is stopped)
+                    self._stall_timer.reset(self._stall)
         elif kind == "retry":
             self.retries += 1
             log.info("{disk}: chunk {chunk} again ({attempt}): {error}", disk=self._label, chunk=message["retry"],

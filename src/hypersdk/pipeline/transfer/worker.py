@@ -14,6 +14,12 @@ a chunk tried again after a transport error or a 5xx (with backoff), ``{"auth": 
 session cookie vCenter refused: the worker waits for the daemon to write a new one into the
 cookie file, then goes on. It ends with ``{"done": true}``, or ``{"error": ..., "kind": ...}``.
 
+A copy of areas (``"areas": {index: {"pieces": [[start, length], ...], "outside": ...}}``) reads only
+a chunk's pieces from the source, one range request each, into the chunk's bytes as the target holds
+them outside the pieces (``outside``: "target", read locally; "zero"; "clear", zeros to be written), hashes
+the whole chunk and writes the pieces (their zeros too, unless the target is fresh); a "clear" chunk
+is written whole. ``{"read": n}`` counts only the bytes read from the source.
+
 ``verify``: reads the target locally by the same chunks and prints ``{"checked": i, "hash": h}``.
 
 A failure of the target is said in the user's words (``pipeline/conditions.py``): the condition, the
@@ -210,6 +216,8 @@ class Target:
     def zero(self, offset: int, length: int) -> None:
         """Make a range read as zeros (a chunk of zeros over what an earlier run may have written)."""
         if self._fd is not None:  # (rare: only where a resumed run may have written before)
+            if self.hole(offset, length):
+                return
             zeros = bytes(min(length, 1 << 20))
             for start in range(0, length, len(zeros)):
                 os.pwrite(self._fd, zeros[:min(len(zeros), length - start)], offset + start)
@@ -250,12 +258,12 @@ class Target:
             os.close(self._fd)
 
 
-def runs(buffer: bytearray, length: int, block: int = BLOCK):
-    """(start, end, has data) for the runs of ``buffer[:length]`` made of data blocks or of zero blocks.
+def runs(buffer: bytearray, length: int, block: int = BLOCK, begin: int = 0):
+    """(start, end, has data) for the runs of ``buffer[begin:length]`` made of data blocks or of zero blocks.
     (``startswith`` compares in place, at memcmp speed; a slice or a memoryview comparison would not.)"""
     zero_block = bytes(block)
-    start, data = 0, None
-    for at in range(0, length, block):
+    start, data = begin, None
+    for at in range(begin, length, block):
         size = min(block, length - at)
         has = not buffer.startswith(zero_block if size == block else zero_block[:size], at)
         if data is None:
@@ -276,6 +284,7 @@ class Copy:
         self.target = Target(spec["target"])
         self.fresh = spec.get("fresh", True)  # a new target reads zeros everywhere: zero chunks need nothing
         self.plan = [Chunk(*chunk) for chunk in spec["chunks"]]  # (index, offset, length)
+        self.areas = {int(i): area for i, area in spec.get("areas", {}).items()}  # chunks copied by pieces
         self.todo: queue.Queue = queue.Queue()
         for chunk in self.plan:
             self.todo.put(chunk)
@@ -343,13 +352,19 @@ class Copy:
                     return
                 index, offset, length = chunk.index, chunk.offset, chunk.length
                 view = memoryview(buffer)[:length]
-                self._fetch(source, index, offset, view)
+                area = self.areas.get(index)
+                if area is None:
+                    self._fetch(source, index, offset, view)
+                    spans = [(0, length)]
+                else:
+                    spans = self._fetch_pieces(source, chunk, view, area, memoryview(zeros))
                 is_zero = buffer.startswith(zeros if length == largest else zeros[:length])
-                for start, end, data in runs(buffer, length):  # zero blocks stay holes in a fresh target
-                    if data:
-                        self.target.write(view[start:end], offset + start)
-                    elif not self.fresh:
-                        self.target.zero(offset + start, end - start)
+                for begin, stop in spans:
+                    for start, end, data in runs(buffer, stop, begin=begin):  # zero blocks stay holes in a fresh target
+                        if data:
+                            self.target.write(view[start:end], offset + start)
+                        elif not self.fresh:
+                            self.target.zero(offset + start, end - start)
                 with self.lock:
                     self.written.append({"chunk": index, "hash": chunk_hash(view), "zero": is_zero})
         except Fatal as e:
@@ -360,6 +375,24 @@ class Copy:
             self._fail(Fatal("internal", f"{_bytes(chunk)}: internal error: {type(e).__name__}: {e}"))
         finally:
             source.close()
+
+    def _fetch_pieces(self, source: Source, chunk: Chunk, view: memoryview, area: dict,
+                      zeros: memoryview) -> list[tuple[int, int]]:
+        """The chunk's bytes: its pieces from the source over what the target holds outside them. Returns
+        the spans of the chunk to write, [start, end) in it: the pieces, or the whole of a "clear" chunk."""
+        if area["outside"] == "target":
+            try:
+                self.target.read_into(view, chunk.offset)
+            except OSError as e:
+                raise Fatal("target", target_failure(e, _doing("reading", self.target.path, chunk), RESUME)) from None
+        else:
+            view[:] = zeros[:len(view)]
+        spans = []
+        for start, length in area["pieces"]:
+            begin = start - chunk.offset
+            self._fetch(source, chunk.index, start, view[begin:begin + length])
+            spans.append((begin, begin + length))
+        return [(0, len(view))] if area["outside"] == "clear" else spans
 
     def _fetch(self, source: Source, index: int, offset: int, view: memoryview) -> None:
         retries, auth_waits = self.spec.get("retries", 5), 0
