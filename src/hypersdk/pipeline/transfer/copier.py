@@ -180,6 +180,8 @@ class JobCopier:
                 work[disk.index] = area_work(disk.chunks, disk.done, area_pieces(disk.chunks, areas[disk.index]),
                                              disk.fresh)
                 disk.total, disk.copied = work[disk.index].read_bytes, 0
+            else:
+                disk.total, disk.copied = disk.size, bytes_done(disk.chunks, disk.done)
         progress.report()
         return sum(await all_or_none([self._copy_disk(disk, progress, work.get(disk.index)) for disk in disks]))
 
