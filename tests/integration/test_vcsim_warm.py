@@ -298,3 +298,14 @@ def test_query_changed_disk_areas_needs_a_session(si, sim, source):
     anonymous = vim.VirtualMachine(source.vm._moId, stub)
     with pytest.raises(vim.fault.NotAuthenticated):
         anonymous.QueryChangedDiskAreas(snapshot=snap, deviceKey=source.disk.key, startOffset=0, changeId="*")
+
+
+def test_removing_all_snapshots_merges_every_delta_into_the_base(sim, source):
+    source.power_on()
+    source.snapshot("a")
+    sim.guest_write(source.name, 0, 0, 4096, byte=1)
+    source.snapshot("b")
+    sim.guest_write(source.name, 0, 4096, 4096, byte=2)
+    wait_task(source.vm.RemoveAllSnapshots_Task())
+    source.shutdown()
+    assert sim.folder_get(source.flat, 0, 3 * 4096)[1] == b"\x01" * 4096 + b"\x02" * 4096 + b"\xab" * 4096

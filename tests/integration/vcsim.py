@@ -1,7 +1,7 @@
 """The vCenter simulator for integration tests, and helpers to give its VMs real disks.
 
-``Vcsim.start()`` builds ``tests/vcsim/main.go`` once (cached as
-``build/vcsim/vcsim``, rebuilt when main.go is newer), starts it in its own
+``Vcsim.start()`` builds ``tests/vcsim/`` once (cached as
+``build/vcsim/vcsim``, rebuilt when any of its .go files is newer), starts it in its own
 process group with a private TMPDIR, and reads the JSON line it prints. The
 simulator exits when we close its stdin, when it gets SIGTERM, and when this
 process dies (prctl PDEATHSIG): no orphan survives a killed test run.
@@ -10,6 +10,19 @@ Note: PDEATHSIG fires when the *thread* that started the child exits, so
 start the simulator from a thread that outlives it (pytest fixtures do).
 
 Everything here has a deadline; nothing sleeps to wait.
+
+Warm migration (details in tests/vcsim/main.go's header): the simulator tracks changed blocks as
+vSphere does. ReconfigVM ``changeTrackingEnabled`` gives each disk a tracking uuid; its
+``backing.changeId`` (``"52 de ... 63/<seq>"``) is empty until the next stun point (snapshot create or
+remove, power on/off, ShutdownGuest), each of which issues seq+1. ``vm.QueryChangedDiskAreas`` answers
+64 KiB-block extents (``"*"``: non-zero data; else what differs since that changeId) as of a snapshot,
+or of now for a powered-off VM, at most ``-cbt-max-extents`` per call; faults are vim.fault.FileFault
+(unknown changeId, tracking off), vmodl.fault.InvalidArgument (startOffset at the capacity, a snapshot of
+another VM), vim.fault.InvalidPowerState (no snapshot, VM running). A running VM's ``-flat.vmdk`` answers
+500 over ``/folder`` until a snapshot freezes the base (the simulator's own VMs are exempt unless
+``-lock-builtin-vms``); guest writes then go to the snapshot's delta, merged into the base at removal.
+``Vcsim.guest_write`` / ``guest_read`` drive and read the guest, ``guest_pattern`` gives the bytes of a
+seeded write, ``Vcsim.folder_get`` reads the datastore as a client would.
 """
 
 from __future__ import annotations

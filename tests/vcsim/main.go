@@ -13,6 +13,46 @@
 // Only -username/-password log in: the simulator's default accepts any
 // non-empty credentials.
 //
+// Warm migration (warm.go, disks.go, soap.go), as vSphere does it (docs/vsphere-cbt-facts.md):
+//
+//   - Changed Block Tracking. ReconfigVM with changeTrackingEnabled (stored by the simulator) gives
+//     each virtual disk a new tracking uuid; its backing.changeId is "<uuid>/<seq>" in vSphere's shape,
+//     "52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/3", and stays "" until the next stun point,
+//     whatever the power state. Stun points: snapshot create, snapshot remove (RemoveSnapshot_Task,
+//     RemoveAllSnapshots_Task), any power state change (PowerOnVM_Task, PowerOffVM_Task, ShutdownGuest,
+//     SuspendVM_Task) and ResetVM_Task. Each gives every tracked disk seq+1 and records the disk's
+//     content then (a CRC-64 and a non-zero bit per 64 KiB block). Disabling forgets the uuid and the
+//     records: after enabling again, older changeIds are a FileFault.
+//   - Snapshots. govmomi 0.24 stores in a snapshot's config a shallow copy of the VM's config (device
+//     objects shared with the VM): at creation the snapshot gets disks of its own whose
+//     backing.changeId is the one issued at its stun point (the VM's disks get the same id).
+//     Snapshots form a chain (nested ones work; reverting restores no disk content). While one exists
+//     the base -flat.vmdk is frozen: the guest's writes go to the newest snapshot's delta, a sparse raw
+//     file at the disk's offsets in a private directory (not on the datastore) plus the set of 64 KiB
+//     blocks it holds (copy on write from the layers below). Removing a snapshot writes the delta that
+//     follows it into its parent (the previous delta, or the base file for the first snapshot).
+//   - QueryChangedDiskAreas(_this=vm, snapshot, deviceKey, startOffset, changeId) is answered here,
+//     before the simulator (which lacks it), after checking the session with the simulator: extents in
+//     whole 64 KiB blocks (the last one cut at the capacity, the first at startOffset), adjacent ones
+//     merged, at most -cbt-max-extents (2000) per answer, whose length then ends with the last extent
+//     (else it reaches the capacity); call again from startOffset+length. changeId "*": the blocks
+//     holding non-zero data; otherwise the blocks whose content differs from the record of that
+//     changeId (a block rewritten with the same bytes is not listed, unlike vSphere). As of the
+//     snapshot given (its record), or of now when none is given. Faults: unknown VM or snapshot
+//     ManagedObjectNotFound; deviceKey not a disk, startOffset < 0 or >= capacity, a snapshot of
+//     another VM InvalidArgument (invalidProperty names it); tracking off or not active yet, a changeId
+//     of another uuid or an unknown seq FileFault (file: the disk's descriptor); no snapshot while
+//     the VM is not powered off InvalidPowerState.
+//   - Locks. GET and HEAD under /folder/ of the -flat.vmdk of a powered-on VM with no snapshot answer
+//     500 with a body saying it is locked; with a snapshot they read the frozen base. The model's own
+//     VMs (DC0_H0_VM0...) are exempt unless -lock-builtin-vms (existing tests read them while on).
+//   - POST /guest/write {"vm": name, "disk": index, "offset", "length", "byte": 0-255 | "seed": n}: the
+//     running guest writes (204; 409 when the VM is not powered on; 404 no such VM or disk; 400 outside
+//     the disk). Seeded bytes: SHA-256("vcsim-guest" | seed | i), 8-byte little-endian numbers,
+//     concatenated. Into the base with no snapshot, else into the newest delta. GET
+//     /guest/read?vm=&disk=&offset=&length= answers the guest's view (base + deltas).
+//   - ShutdownGuest in govmomi 0.24 powers the VM off at once (a stun point); PowerOnVM_Task powers on.
+//
 // Build: GOPATH=/usr/share/gocode GO111MODULE=off go build -o vcsim .
 package main
 
