@@ -9,7 +9,7 @@ and removed: by the job's own clean-up, or at the daemon's next start. What a jo
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from attrs import asdict, frozen
 from twisted.logger import Logger
@@ -17,14 +17,14 @@ from twisted.logger import Logger
 from ..libvirt.guestrun import GuestRun
 from ..libvirt.host import LibvirtHost
 
-FILE, VOLUME, DOMAIN, NETWORK = "file", "volume", "domain", "network"
+FILE, VOLUME, DOMAIN, NETWORK, SNAPSHOT = "file", "volume", "domain", "network", "snapshot"
 
 
 @frozen
 class Leftover:
     kind: str
-    path: str = ""  # a file
-    uri: str = ""  # where a volume, domain or network lives (libvirt)
+    path: str = ""  # a file; a snapshot's VM (its inventory path)
+    uri: str = ""  # where a volume, domain or network lives (libvirt); a snapshot's vCenter
     pool: str = ""
     name: str = ""
 
@@ -45,6 +45,10 @@ class Leftover:
         return cls(NETWORK, uri=uri, name=name)
 
     @classmethod
+    def snapshot(cls, vcenter: str, vm_path: str, name: str) -> "Leftover":
+        return cls(SNAPSHOT, uri=vcenter, path=vm_path, name=name)
+
+    @classmethod
     def from_json(cls, data: dict) -> "Leftover":
         return cls(**{k: v for k, v in data.items() if k in ("kind", "path", "uri", "pool", "name")})
 
@@ -56,27 +60,36 @@ class Leftover:
             return f"file {self.path}"
         if self.kind == VOLUME:
             return f"volume {self.name} of pool {self.pool} on {self.uri}"
+        if self.kind == SNAPSHOT:
+            return f"snapshot {self.name} of VM {self.path} on vCenter {self.uri}"
         return f"{self.kind} {self.name} on {self.uri}"
 
 
 class Remover:
-    """Removes leftovers: files here, the rest through libvirt (a domain is stopped first)."""
+    """Removes leftovers: files here, snapshots through vCenter, the rest through libvirt (a domain is
+    stopped first)."""
 
     log = Logger()
 
-    def __init__(self, reactor, threads, in_thread, timeout: float):
+    def __init__(self, reactor, threads, in_thread, timeout: float,
+                 remove_snapshot: Optional[Callable[[str, "Leftover"], Awaitable[bool]]] = None):
         self._reactor = reactor
         self._threads = threads  # the libvirt pool
         self._thd = in_thread
         self._timeout = timeout
+        self._remove_snapshot = remove_snapshot  # (job id, leftover): logs in with the job's credentials
 
     def _host(self, uri: str) -> LibvirtHost:
         return LibvirtHost(uri, self._reactor, self._threads, timeout=self._timeout)
 
-    async def remove(self, leftover: Leftover) -> bool:
+    async def remove(self, leftover: Leftover, job_id: str) -> bool:
         """Remove it; False if it was not there (any more)."""
         if leftover.kind == FILE:
             return await self._thd(_thd_remove_file, leftover.path)
+        if leftover.kind == SNAPSHOT:
+            if self._remove_snapshot is None:
+                raise ValueError("snapshots cannot be removed here")
+            return await self._remove_snapshot(job_id, leftover)
         host = self._host(leftover.uri)
         if leftover.kind == VOLUME:
             return await host.delete_volume(leftover.pool, leftover.name)

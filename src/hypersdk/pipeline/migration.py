@@ -26,8 +26,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..config import Config
-from ..errors import Conflict, HyperSDKError, InvalidField, JobLost
-from ..jobs.definition import JobSpec
+from ..errors import Conflict, HyperSDKError, InvalidField, JobLost, JobNotFound
+from ..jobs.definition import JobSpec, SubmitContext, parse_source, with_secrets
 from ..jobs.progress import ProgressReporter
 from ..guest.devices import choose_devices
 from ..guest.names import NamePlan, names_to_pin, not_read_warnings
@@ -122,7 +122,9 @@ class MigrationPipeline:
         self._tools = Tools(config.vddk.libdir)
         self._appliance = appliance or unprobed(config.pipeline.libguestfs_force_tcg)  # KVM or TCG: probed at start
         self._leftovers = LeftoverStore(store)  # what jobs made, recorded before they made it
-        self._remover = remover or Remover(self._reactor, self._threads, self._thd, self._timeout)
+        self._remover = remover or Remover(self._reactor, self._threads, self._thd, self._timeout,
+                                           remove_snapshot=self._remove_snapshot)
+        self._vcenter_urls = {name: vc.url for name, vc in config.vcenters.items()}
 
     # -- service hooks -------------------------------------------------------------
 
@@ -402,7 +404,7 @@ class MigrationPipeline:
         removed = []
         for leftover in leftovers:
             try:
-                d = ensureDeferred(self._remover.remove(leftover))
+                d = ensureDeferred(self._remover.remove(leftover, job_id))
                 d.addTimeout(UNDO_TIMEOUT, self._reactor)
                 if await d:
                     removed.append(leftover.to_json())
@@ -412,6 +414,15 @@ class MigrationPipeline:
                 self.log.error("job {job_id}: could not remove {what}: {error}", job_id=job_id, what=leftover.describe(),
                                error=getattr(e, "message", None) or repr(e))
         return removed
+
+    async def _remove_snapshot(self, job_id: str, leftover: Leftover) -> bool:
+        """A warm pass's snapshot, removed with the job's own credentials (whichever run made it)."""
+        job = await self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} is gone: its snapshot {leftover.name} of {leftover.path} stays")
+        source = with_secrets(job.definition, await self._store.secrets(job_id))["source"]
+        params = await self._vsphere.params_for(parse_source(source, SubmitContext(self._vcenter_urls)))
+        return bool(await self._vsphere.remove_snapshots(params, leftover.path, leftover.name))
 
     async def clean_up(self, job_id: str, kept_too: bool = False) -> list[dict]:
         """Remove what an ended job still has: what a crash left between making it and removing it, and

@@ -26,7 +26,7 @@ class Remover:
     def __init__(self):
         self.removed = []
 
-    def remove(self, leftover):
+    def remove(self, leftover, job_id):
         self.removed.append(leftover.describe())
         return succeed(True)
 
