@@ -18,6 +18,7 @@ JOB_PROGRESS = "job.progress"
 JOB_COMPLETED = "job.completed"
 JOB_FAILED = "job.failed"
 JOB_CANCELLED = "job.cancelled"
+JOB_CUTOVER_STARTED = "job.cutover_started"  # a warm job's cutover was asked for
 JOB_ENDED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)  # a job reached a terminal status
 SCHEDULE_TRIGGERED = "schedule.triggered"
 SCHEDULE_COMPLETED = "schedule.completed"

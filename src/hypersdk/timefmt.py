@@ -19,3 +19,20 @@ def duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} s"
+
+
+def parse_rfc3339(text: str) -> Optional[float]:
+    """Epoch seconds of an RFC 3339 time with its offset ("Z" or "+01:00"); None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.timestamp()
+
+
+def duration_setting(seconds: float) -> str:
+    """``1h``, ``90m``, ``30s``: as a setting or an option writes a duration (config.parse_duration reads it)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

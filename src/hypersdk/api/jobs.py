@@ -1,4 +1,4 @@
-"""Routes of the Jobs API: submit, query, get, cancel, resume, discard."""
+"""Routes of the Jobs API: submit, query, get, cancel, resume, discard, cutover."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class JobsAPI:
         app.route("/jobs/<job_id:job_id>", methods=["GET"])(self.get)
         app.route("/jobs/<job_id:job_id>/resume", methods=["POST"], endpoint="resume")(self.resume)
         app.route("/jobs/<job_id:job_id>/discard", methods=["POST"], endpoint="discard")(self.discard)
+        app.route("/jobs/<job_id:job_id>/cutover", methods=["POST"], endpoint="cutover")(self.cutover)
 
     async def submit(self, request):
         definitions, prefix = split_submission(read_json(request))
@@ -67,6 +68,12 @@ class JobsAPI:
     async def resume(self, request, job_id: str):
         job = await detached(Deferred.fromCoroutine(self._manager.resume(job_id)))
         return respond(request, {"message": "job resumed: it goes on from its checkpoints", "job_id": job.id,
+                                 "status": job.status}, 202)
+
+    async def cutover(self, request, job_id: str):
+        job = await self._manager.cutover(job_id)
+        return respond(request, {"message": "cutover started: the source is shut down, what changed since the last"
+                                            " pass is copied and the target started", "job_id": job.id,
                                  "status": job.status}, 202)
 
     async def discard(self, request, job_id: str):

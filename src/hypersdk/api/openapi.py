@@ -107,6 +107,17 @@ def _schemas() -> dict[str, Any]:
                                                                   " prompt, or the guest agent answering)"},
             "timeout": {"type": "number", "minimum": BOOT_CHECK_SECONDS[0], "maximum": BOOT_CHECK_SECONDS[1]},
             "on_failure": {"enum": list(BOOT_CHECK_FAILURE)}}, additional=False)]},
+        "warm": {"description": "copy while the source runs (changed block tracking and snapshots over the HTTPS"
+                                " datastore interface), then cut over: the source shut down, the last changes"
+                                " copied and verified, the target started; rolled back if it does not come up",
+                 "oneOf": [{"type": "boolean"}, obj({
+                     "precopy_interval": {"type": "string", "description": "between passes, e.g. 30m, 1h (default)"},
+                     "cutover_at": {"type": "string", "format": "date-time",
+                                    "description": "default: on POST /jobs/{id}/cutover"},
+                     "quiesce": {"type": "boolean"},
+                     "force_off": {"type": "boolean", "description": "power off a guest that does not shut down"
+                                                                      " in pipeline.shutdown_timeout"}},
+                     additional=False)]},
     }, additional=False)
     definition = obj({
         "id": {"type": "string", "pattern": USER_ID},
@@ -132,6 +143,10 @@ def _schemas() -> dict[str, Any]:
         "disks": array(obj({"index": {"type": "integer"}, "label": {"type": "string"},
                             "current_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"}})),
         "resumed_at_bytes": {"type": "integer", "minimum": 0},
+        "passes": array(obj({"number": {"type": "integer"}, "started_at": TIMESTAMP,
+                             "read_bytes": {"type": "integer"}, "changed_bytes": {"type": "integer"},
+                             "seconds": {"type": "number"}, "full": {"type": "boolean"}})),
+        "next_pass_at": MAYBE_TIMESTAMP,
     }, ["stage", "percent_complete", "current_bytes", "total_bytes"])
     job = obj({
         "id": {"type": "string"},
@@ -287,6 +302,13 @@ def openapi_document(version: str) -> dict[str, Any]:
             "Queue a failed job again whose copy was kept (result.resumable): it goes on from its checkpoints",
             {"202": answer("Queued", message("job_id", "status", job_id={"type": "string"},
                                              status={"type": "string"}))},
+            parameters=[path_id("id", {"type": "string"})], tags=jobs)},
+        "/jobs/{id}/cutover": {"post": operation(
+            "Cut a warm job over now (options.warm, stage precopy): the source is shut down, what changed since"
+            " the last pass is copied and verified, the target started (the source powered on again if the"
+            " target does not come up). 409 outside precopy",
+            {"202": answer("Cutover started", message("job_id", "status", job_id={"type": "string"},
+                                                      status={"type": "string"}))},
             parameters=[path_id("id", {"type": "string"})], tags=jobs)},
         "/jobs/{id}/discard": {"post": operation(
             "Remove what a failed or cancelled job kept (result.kept: its partial copy, a domain that did not"

@@ -24,6 +24,8 @@ def progress_json(p: Progress) -> dict[str, Any]:
         "message": p.message,
         "disks": [dict(d) for d in p.disks],  # every disk being copied: index, label, current_bytes, total_bytes
         "resumed_at_bytes": p.resumed_at_bytes,
+        "passes": [{**dict(w), "started_at": rfc3339(w["started_at"])} for w in p.passes],
+        "next_pass_at": rfc3339(p.next_pass_at),
     }
 
 

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--watch", action="store_true", help="then watch it until it ends")
     c.set_defaults(run=cmd_resume)
 
+    c = sub.add_parser("cutover", help="cut a warm job over now: the source is shut down, the last changes copied,"
+                                       " the target started")
+    c.add_argument("id")
+    c.add_argument("--watch", action="store_true", help="then watch it until it ends")
+    c.set_defaults(run=cmd_cutover)
+
     c = sub.add_parser("discard", help="remove what a failed or cancelled job kept (its partial copy, a domain that"
                                        " did not boot); it can no longer be resumed")
     c.add_argument("id")
@@ -259,7 +265,16 @@ def cmd_cancel(client: ApiClient, args) -> int:
 
 
 def cmd_resume(client: ApiClient, args) -> int:
-    answer = client.post(f"/jobs/{urllib.parse.quote(args.id, safe='')}/resume", {})
+    return _job_action(client, args, "resume")
+
+
+def cmd_cutover(client: ApiClient, args) -> int:
+    return _job_action(client, args, "cutover")
+
+
+def _job_action(client: ApiClient, args, action: str) -> int:
+    """POST /jobs/{id}/<action>, said in a line, then watched with --watch."""
+    answer = client.post(f"/jobs/{urllib.parse.quote(args.id, safe='')}/{action}", {})
     print(f"{answer['job_id']}: {answer['status']}: {answer['message']}")
     return watch(client, [answer["job_id"]], cacert=args.cacert) if args.watch else OK
 

@@ -14,7 +14,9 @@ from typing import Any, Callable, Mapping, Optional
 
 from attrs import fields, frozen
 
+from ..config import parse_duration
 from ..errors import InvalidField
+from ..timefmt import duration_setting, parse_rfc3339, rfc3339
 from ..vsphere.connection import parse_vcenter_url
 
 REDACTED = "***"
@@ -27,6 +29,8 @@ CONVERSION_METHODS = ("https", "vddk", "virt-v2v")
 DEVICE_MODELS = ("auto", "source", "virtio")
 BOOT_CHECK_FAILURE = ("keep", "remove")
 BOOT_CHECK_SECONDS = (10, 86400)
+PRECOPY_INTERVAL = (1.0, 7 * 86400.0)  # seconds between warm passes: bounds
+DEFAULT_PRECOPY_INTERVAL = 3600.0
 DISK_FORMATS = ("qcow2", "raw")
 DOMAIN_TYPES = ("kvm", "qemu")
 SECRET_FIELDS = (("source", "password"),)
@@ -69,6 +73,16 @@ class BootCheckOption:
 
 
 @frozen
+class WarmOption:
+    """options.warm: copy while the source runs, then cut over."""
+
+    precopy_interval: float = DEFAULT_PRECOPY_INTERVAL  # seconds between passes
+    cutover_at: Optional[float] = None  # epoch seconds; None: on POST /jobs/{id}/cutover
+    quiesce: bool = False  # the passes' snapshots quiesce the guest's file systems (VMware Tools)
+    force_off: bool = False  # power the source off when the guest does not shut down in time
+
+
+@frozen
 class OptionsSpec:
     conversion_method: str
     network_mapping: dict[str, str]
@@ -77,6 +91,7 @@ class OptionsSpec:
     verify: object  # True (chunk hashes), "full" (a second read of the source) or False
     device_models: str = "auto"  # "auto" | "source" | "virtio" (virt-v2v: always virtio)
     boot_check: Optional[BootCheckOption] = None
+    warm: Optional[WarmOption] = None
 
 
 @frozen
@@ -260,9 +275,48 @@ def _options(o: FieldReader, context: SubmitContext) -> OptionsSpec:
         verify=_verify(o),
         device_models=_device_models(o, method, context),
         boot_check=_boot_check(o),
+        warm=_warm(o, method),
     )
     o.done()
     return spec
+
+
+def _warm(o: FieldReader, method: str) -> Optional[WarmOption]:
+    name = f"{o.path}.warm"
+    value = o.get("warm", (bool, dict), default=False)
+    if value is False:
+        return None
+    if method == "vddk":
+        raise InvalidField(name, "warm passes read the datastore over HTTPS: use conversion_method https or virt-v2v")
+    if value is True:
+        return WarmOption()
+    warm = FieldReader(value, name)
+    interval_text = warm.text("precopy_interval")
+    interval = DEFAULT_PRECOPY_INTERVAL
+    if interval_text is not None:
+        interval = parse_duration(interval_text)
+        low, high = PRECOPY_INTERVAL
+        if interval is None or not low <= interval <= high:
+            raise InvalidField(f"{name}.precopy_interval", 'must be a duration such as "30m", "1h" or "2d",'
+                                                           " from 1 s to 7 d")
+    cutover_text = warm.text("cutover_at")
+    cutover_at = None
+    if cutover_text is not None:
+        cutover_at = parse_rfc3339(cutover_text)
+        if cutover_at is None:
+            raise InvalidField(f"{name}.cutover_at", "must be an RFC 3339 time with its offset, such as"
+                                                     " 2026-12-24T22:00:00Z")
+    option = WarmOption(interval, cutover_at, warm.get("quiesce", bool, default=False),
+                        warm.get("force_off", bool, default=False))
+    warm.done()
+    return option
+
+
+def _warm_json(option: Optional[WarmOption]):
+    if option is None:
+        return False
+    return {"precopy_interval": duration_setting(option.precopy_interval), "cutover_at": rfc3339(option.cutover_at),
+            "quiesce": option.quiesce, "force_off": option.force_off}
 
 
 def _verify(o: FieldReader) -> object:
@@ -359,6 +413,7 @@ def spec_to_definition(spec: JobSpec) -> dict[str, Any]:
             "verify": o.verify,
             "device_models": o.device_models,
             "boot_check": _boot_check_json(o.boot_check),
+            "warm": _warm_json(o.warm),
         },
         "metadata": spec.metadata,
     }

@@ -27,7 +27,7 @@ from .progress import ProgressReporter
 from .progress_writes import ProgressWriter
 
 # A job interrupted in these stages goes back to the queue and resumes from its checkpoints.
-RESUMABLE_STAGES = ("conversion", "verification")
+RESUMABLE_STAGES = ("precopy", "conversion", "verification")
 # How long a cancel request waits for running jobs to clean up before answering.
 CANCEL_WAIT_SECONDS = 10.0
 # How long stopping waits for running jobs to clean up (twistd must exit within 30 s).
@@ -46,6 +46,9 @@ class Pipeline(Protocol):
 
     async def sweep_work_dirs(self, in_use) -> list[str]:
         """Remove the work directories of jobs ``in_use`` says are done with them."""
+
+    def cutover(self, job_id: str) -> bool:
+        """A warm job in precopy starts its cutover now; False if it is not in precopy here."""
 
     def suspend(self, job_id: str, why: str) -> None:
         """The job is being stopped for ``why`` (the daemon stops, the node fenced itself or lost the
@@ -460,6 +463,24 @@ class JobManager:
         self.log.info("job {job_id}: {note}", job_id=job_id, note=note)
         if job is not None:
             self._publish(events.JOB_PROGRESS, job)
+
+    async def cutover(self, job_id: str) -> Job:
+        """A warm job in precopy on this node cuts over now."""
+        run = self._running.get(job_id)
+        if run is None:
+            job = await self._store.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            where = f" on node {job.node}" if job.status == RUNNING and job.node else ""
+            raise Conflict(f"job {job_id} is {job.status}{where}, not in precopy here: only a running warm job in"
+                           " stage precopy can be cut over (on the node that runs it)")
+        if not self._pipeline.cutover(job_id):
+            stage = run.reporter.stage
+            raise Conflict(f"job {job_id} is in stage {stage}: only a warm job in stage precopy can be cut over"
+                           + (" (its cutover has begun)" if stage == "cutover" else ""))
+        self.log.info("job {job_id}: cutover requested", job_id=job_id)
+        self._publish(events.JOB_CUTOVER_STARTED, run.job)
+        return run.job
 
     async def resume(self, job_id: str) -> Job:
         """A failed job whose copy was kept goes back to the queue, to go on from its checkpoints."""

@@ -24,6 +24,8 @@ STAGES = (
     "connecting",
     "discovery",
     "preparation",
+    "precopy",  # warm: passes while the source runs
+    "cutover",  # warm: the source switched off, the last changes copied
     "conversion",
     "verification",
     "inspection",
@@ -48,6 +50,8 @@ class Progress:
     message: str = ""
     disks: tuple = field(default=(), converter=tuple)  # per disk: {"index", "label", "current_bytes", "total_bytes"}
     resumed_at_bytes: int = 0  # bytes already on the destination when this run (a resume) began
+    passes: tuple = field(default=(), converter=tuple)  # warm: each pass (warm/precopy.py Pass.to_json)
+    next_pass_at: Optional[float] = None  # warm: when the next pass starts
 
 
 @frozen

@@ -9,7 +9,7 @@ against a second read of the source, as is every disk with ``verify: "full"``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from .conversion import TransferProgress, convert, transfer_range, verify
 from .destination import PlannedDisk
@@ -38,6 +38,42 @@ class Copying:
     def by_engine(self, sources: Sequence[DiskSource]) -> bool:
         return all(self._readers.in_ranges(s) for s in sources)
 
+    async def _wanted(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource]) -> list:
+        wanted = []
+        for disk, source in zip(planned, sources):
+            size, modified = await self._identity(self._readers.url(source))
+            identity = SourceIdentity(size, modified, source.disk.change_id)
+            wanted.append((source.disk.label, self._readers.stream(source), disk.target, identity))
+        return wanted
+
+    # -- warm passes (warm/precopy.py's AreaCopier) -----------------------------------------
+
+    async def ready(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource]) -> None:
+        """Before a warm pass's first copy, while its snapshot makes the base disks readable: the
+        checkpoints of an earlier run are taken up although the running source changed since."""
+        if not self._disks:
+            self._disks = await self._copier.prepare(await self._wanted(planned, sources), trust_source=True)
+            self.resumable = True
+
+    def change_ids(self) -> dict[int, Optional[str]]:
+        return {d.index: d.change_id for d in self._disks}
+
+    async def copy_areas(self, areas: dict[int, list[tuple[int, int]]]) -> dict[int, int]:
+        """Copy these areas of the disks; the bytes read from each."""
+        before = {d.index: d.read_bytes for d in self._disks}
+        progress = CopyProgress(self._reporter, self._disks, self._clock.seconds, self.copy_range)
+        self.retried_chunks += await self._copier.copy(self._disks, progress, areas=areas)
+        return {d.index: d.read_bytes - before[d.index] for d in self._disks}
+
+    async def start_over(self, index: int) -> None:
+        await self._copier.start_over(index)
+
+    async def save_change_ids(self, change_ids: dict[int, str]) -> None:
+        for index, change_id in change_ids.items():
+            await self._copier.save_change_id(index, change_id)
+
+    # -- cold copies ----------------------------------------------------------------------
+
     async def copy(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource]) -> None:
         if not self.by_engine(sources):
             progress = TransferProgress(self._reporter, [s.size for s in sources], self._clock.seconds, self.copy_range)
@@ -47,12 +83,7 @@ class Copying:
             progress.start_disk(len(planned) - 1)
             progress.disk_percent(100)
             return
-        wanted = []
-        for disk, source in zip(planned, sources):
-            size, modified = await self._identity(self._readers.url(source))
-            identity = SourceIdentity(size, modified, source.disk.change_id)
-            wanted.append((source.disk.label, self._readers.stream(source), disk.target, identity))
-        self._disks = await self._copier.prepare(wanted)
+        self._disks = await self._copier.prepare(await self._wanted(planned, sources))
         self.resumable = True
         resumed = sum(d.copied for d in self._disks)
         if resumed:

@@ -58,10 +58,14 @@ from .transfer.plan import DEFAULT_CHUNK as CHUNK_SIZE
 from .transfer.streams import StreamPool
 from .tools import Tools
 from .workfiles import thd_make_private_dir, thd_remove_secrets
+from ..vsphere.snapshots import snapshot_name
+from ..warm.precopy import Precopy, WarmDisk
+from ..warm.run import WarmRun
+from ..warm.source import VCenterVM
 
 UNDO_TIMEOUT = 60.0
-PREFLIGHT_SECONDS = 15.0
-RESUMABLE_STAGES = ("conversion", "verification")  # a copy interrupted there goes on from its checkpoints  # what a submit may wait for vCenter to describe a virt-v2v job's guest
+PREFLIGHT_SECONDS = 15.0  # what a submit may wait for vCenter to describe the VM
+RESUMABLE_STAGES = ("precopy", "conversion", "verification")  # a copy interrupted there goes on from its checkpoints
 
 
 class SourceNotReady(HyperSDKError):
@@ -91,6 +95,7 @@ class _Job:
     stage_seconds: dict = field(factory=dict)
     copying: Optional[Copying] = None
     suspending: Optional[str] = None  # why it is stopped from outside: a copy with checkpoints is kept to resume
+    warm: Optional[WarmRun] = None  # a warm job's passes and cutover
     _stage_started: float = 0.0
 
     def stage(self, name: str, message: str = "") -> None:
@@ -223,16 +228,44 @@ class MigrationPipeline:
         sources = [await self._disk_source(job, params, vm, disk) for disk in vm.disks]
 
         job.stage("preparation", "checking the source VM's power state")
-        prepared = await self._prepare_source(job, params, vm)
+        warm = spec.options.warm
+        prepared = await (self._prepare_warm(job, params, vm, sources) if warm else
+                          self._prepare_source(job, params, vm))
 
-        job.stage("conversion", f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes")
+        job.stage("precopy" if warm else "conversion",
+                  f"copying {len(sources)} disk(s), {sum(s.size for s in sources)} bytes"
+                  + (" while the source runs" if warm else ""))
         await self._still_ours(job)
         readers = await disk_readers(self._vsphere, self._thd, params=params, vm=vm, work_dir=job.work_dir,
                                      method=spec.options.conversion_method, config=self._config)
-        guest_conversion = spec.options.conversion_method == "virt-v2v"
         planned = await destination.plan([s.size for s in sources])
         copying = job.copying = self._copying(job, params, readers, spec.options.verify)
-        await copying.copy(planned, sources)
+        if not warm:
+            await copying.copy(planned, sources)
+            delivered = await self._deliver(job, vm, params, host, destination, domain, planned, sources, copying)
+            return self._result(job, delivered, planned, sources, prepared, copying)
+        run = job.warm = self._warm_run(job, params, vm, copying, planned, sources)
+        await run.precopy()
+        job.stage("cutover", f"switching {vm.name} off and copying what changed since the last pass")
+        await self._still_ours(job)
+        try:
+            await run.switch_off()
+            await run.final_pass()
+            delivered = await self._deliver(job, vm, params, host, destination, domain, planned, sources, copying)
+        except BaseException as e:  # the source was (being) switched off: it comes back, whatever happened
+            if not isinstance(e, (JobLost, Suspended)):
+                raise await run.roll_back(e) from e
+            raise
+        return {**self._result(job, delivered, planned, sources, prepared, copying),
+                "downtime_seconds": run.downtime(), "passes": [p.to_json() for p in run.passes]}
+
+    async def _deliver(self, job: _Job, vm: VmInfo, params: VCenterParams, host: LibvirtHost,
+                       destination: Destination, domain: str, planned: list[PlannedDisk],
+                       sources: list[DiskSource], copying: Copying) -> tuple[str, Adapted, Optional[dict]]:
+        """From the copied disks to the domain: verification, conversion, inspection, import, boot
+        check, start. The domain's name, what inspection decided, the boot check's result."""
+        spec = job.spec
+        guest_conversion = spec.options.conversion_method == "virt-v2v"
         if copying.verify_range is not None:
             job.stage("verification", "comparing every copied disk with the source")
             await copying.verify(planned, sources)
@@ -269,11 +302,17 @@ class MigrationPipeline:
         domain = await destination.define(xml)
 
         checked = None
+        starts = spec.destination.start or spec.options.warm is not None  # a cutover leaves the target up
         if spec.options.boot_check is not None:
-            checked = await self._boot_check(job, host, domain, xml)
-        elif spec.destination.start:
+            checked = await self._boot_check(job, host, domain, xml, starts)
+        elif starts:
             await self._still_ours(job)
             await destination.start(domain)
+        return domain, adapted, checked
+
+    def _result(self, job: _Job, delivered, planned, sources, prepared: dict, copying: Copying) -> dict:
+        domain, adapted, checked = delivered
+        spec = job.spec
         job.stage("done", "migration complete")
         return {**_result(spec, domain, planned, sources, prepared, job.stage_seconds,
                           verified=copying.verify_range is not None and ("full" if spec.options.verify == "full" else True)),
@@ -317,7 +356,7 @@ class MigrationPipeline:
         return Adapted(choose_devices(vm.disks, vm.nics, mode, facts), facts, plans[-1] if plans else None,
                        tuple(written))
 
-    async def _boot_check(self, job: _Job, host: LibvirtHost, domain: str, xml: str) -> dict:
+    async def _boot_check(self, job: _Job, host: LibvirtHost, domain: str, xml: str, starts: bool) -> dict:
         spec = job.spec
         checking = boot_check_spec(spec.options.boot_check, self._config.boot_check)
         job.stage("boot_check", f"starting {domain} with its NICs on an isolated network"
@@ -325,10 +364,10 @@ class MigrationPipeline:
         await self._still_ours(job)
         network = Leftover.network(spec.destination.libvirt_uri, f"hypersdk-check-{job.job_id[:8]}")
         await job.leftovers.record(network)
-        if not spec.destination.start:  # the disks stay as they were verified: the guest boots overlays of them
+        if not starts:  # the disks stay as they were verified: the guest boots overlays of them
             xml = throwaway_disks(xml, await self._volume_paths(host, xml))
         return await boot_check(GuestRun(host, domain), self._reactor, job.reporter, final_xml=xml, spec=checking,
-                                keep_running=spec.destination.start, network_name=network.name,
+                                keep_running=starts, network_name=network.name,
                                 shutdown_grace=self._config.boot_check.shutdown_timeout,
                                 network_gone=lambda: job.leftovers.forget(network))
 
@@ -363,6 +402,43 @@ class MigrationPipeline:
         url = file_url(params, vm, datastore, path)
         head = await self._vsphere.read_range(params, url, 0, HEAD_BYTES)
         return resolve_source(disk, head)
+
+    async def _prepare_warm(self, job: _Job, params: VCenterParams, vm: VmInfo, sources: list[DiskSource]) -> dict:
+        """A warm job's source runs, has no snapshot of its own, flat disks only, and Changed Block
+        Tracking (turned on here if it is off: the first pass's snapshot makes it take effect)."""
+        problem = warm_problem(vm)
+        if problem:
+            raise SourceNotReady(problem)
+        layered = [s for s in sources if s.format != "raw"]
+        if layered:
+            raise UnsupportedDisk(f"{layered[0].disk.label} of {vm.name} is not a flat disk ({layered[0].format}):"
+                                  " warm passes read flat disks only; migrate it without options.warm")
+        if not vm.change_tracking:
+            await self._vsphere.enable_change_tracking(params, job.spec.vm_path)
+            job.reporter.note(f"changed block tracking turned on for {vm.name}: the first pass's snapshot makes"
+                              " it take effect")
+        return {"source_shut_down": False, "cdroms_removed": 0, "change_tracking_enabled": not vm.change_tracking}
+
+    def _warm_run(self, job: _Job, params: VCenterParams, vm: VmInfo, copying: Copying,
+                  planned: list[PlannedDisk], sources: list[DiskSource]) -> WarmRun:
+        source_vm = VCenterVM(self._vsphere, params, job.spec.vm_path)
+        option = job.spec.options.warm
+        precopy = Precopy(vm=source_vm, copier=copying, ready=lambda: copying.ready(planned, sources),
+                          leftovers=job.leftovers,
+                          snapshot=Leftover.snapshot(params.where, job.spec.vm_path, snapshot_name(job.job_id)),
+                          disks=[WarmDisk(i, s.disk.key, s.disk.label, s.size) for i, s in enumerate(sources)],
+                          seconds=self._reactor.seconds, note=job.reporter.note, quiesce=option.quiesce)
+        return WarmRun(clock=self._reactor, precopy=precopy, vm=source_vm, vm_name=vm.name, option=option,
+                       shutdown_timeout=self._config.pipeline.shutdown_timeout, reporter=job.reporter,
+                       note=job.reporter.note)
+
+    def cutover(self, job_id: str) -> bool:
+        """Start a warm job's cutover now (POST /jobs/{id}/cutover); False if it is not in precopy here."""
+        job = self._jobs.get(job_id)
+        if job is None or job.warm is None or job.reporter.stage != "precopy" or job.warm.cutover_requested:
+            return False
+        job.warm.request_cutover()
+        return True
 
     async def _prepare_source(self, job: _Job, params: VCenterParams, vm: VmInfo) -> dict:
         options, done = job.spec.options, {"source_shut_down": False, "cdroms_removed": 0}
@@ -470,6 +546,19 @@ async def _owned_alone(job_id: str, progress) -> None:
     """Without a fence (tests of the pipeline alone), every job is this node's."""
 
 
+def warm_problem(vm: VmInfo) -> Optional[str]:
+    """Why this VM cannot be migrated warm (None: it can)."""
+    if vm.power_state != "poweredOn":
+        return (f"warm migration copies a running VM, and {vm.name} is {vm.power_state or 'not running'}: power it"
+                " on, or migrate it without options.warm")
+    for disk in vm.disks:
+        if disk.disk_mode.startswith("independent") or disk.raw_mapping:
+            kind = "a raw device mapping" if disk.raw_mapping else f"{disk.disk_mode.replace('_', ' ')}"
+            return (f"{disk.label} of {vm.name} is {kind}: snapshots do not cover it, so it cannot be copied"
+                    " warm; migrate it without options.warm")
+    return None
+
+
 def _check_source(vm: VmInfo) -> None:
     if vm.template:
         raise SourceNotReady(f"{vm.path} is a template, not a VM")
@@ -477,8 +566,8 @@ def _check_source(vm: VmInfo) -> None:
         raise UnsupportedDisk(f"the VM {vm.name} has no disks")
     if vm.snapshot_count:
         raise UnsupportedDisk(
-            f"the VM {vm.name} has {vm.snapshot_count} snapshot(s): delete or consolidate them first "
-            "(its disks are delta files on top of the base)"
+            f"the VM {vm.name} has {vm.snapshot_count} snapshot(s) ({', '.join(vm.snapshot_names)}): delete or"
+            " consolidate them first (its disks are delta files on top of the base)"
         )
     names = {}
     for disk in vm.disks:

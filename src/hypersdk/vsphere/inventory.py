@@ -202,6 +202,7 @@ def disks_of(devices: list) -> tuple[DiskInfo, ...]:
             disk_mode=getattr(backing, "diskMode", None) or "persistent",
             controller_model=controller_model,
             change_id=getattr(backing, "changeId", None) or None,
+            raw_mapping=isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo),
         ))
     return tuple(disks)
 

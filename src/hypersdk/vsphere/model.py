@@ -26,6 +26,7 @@ class DiskInfo:
     # "pvscsi" | "lsisas" | "lsilogic" | "buslogic" | "ahci" | "ide" | "nvme" | "unknown"
     controller_model: str = "unknown"
     change_id: Optional[str] = None  # the disk's changeId when changed block tracking is on
+    raw_mapping: bool = False  # a raw device mapping (RDM): a LUN, not a file
 
 
 @frozen

@@ -61,7 +61,7 @@ class SourceVM(Protocol):
 
 
 class AreaCopier(Protocol):
-    """The transfer engine as warm passes use it."""
+    """The transfer engine as warm passes use it (``pipeline/copying.py``)."""
 
     def change_ids(self) -> dict[int, Optional[str]]: ...  # stored with the checkpoint, by disk index
     def copy_areas(self, areas: dict[int, list[tuple[int, int]]]) -> Awaitable[dict[int, int]]: ...
@@ -70,11 +70,12 @@ class AreaCopier(Protocol):
 
 
 class Precopy:
-    def __init__(self, *, vm: SourceVM, copier: AreaCopier, leftovers, snapshot: Leftover,
-                 disks: Sequence[WarmDisk], seconds: Callable[[], float], note: Callable[[str], None],
-                 quiesce: bool = False):
+    def __init__(self, *, vm: SourceVM, copier: AreaCopier, ready: Callable[[], Awaitable[None]], leftovers,
+                 snapshot: Leftover, disks: Sequence[WarmDisk], seconds: Callable[[], float],
+                 note: Callable[[str], None], quiesce: bool = False):
         self._vm = vm
         self._copier = copier
+        self._ready = ready  # the copier reads its checkpoints and the source's size: the files are readable
         self._leftovers = leftovers  # JobLeftovers
         self._snapshot = snapshot  # Leftover.snapshot(...): its name is the snapshot's
         self._disks = list(disks)
@@ -93,6 +94,7 @@ class Precopy:
             if missing:
                 raise WarmFailed(f"vCenter gave no changeId for {', '.join(missing)} in the snapshot: changed block"
                                  " tracking is not in effect on that disk")
+            await self._ready()
             read, changed, full = await self._copy(name)
             await self._copier.save_change_ids({d.index: change_ids[d.key] for d in self._disks})
         finally:
@@ -103,6 +105,7 @@ class Precopy:
     async def final_pass(self, number: int) -> Pass:
         """The source is off and has no snapshot: copy what changed since the last pass, as of now."""
         started = self._seconds()
+        await self._ready()
         read, changed, full = await self._copy(None)
         return Pass(number, started, read, changed, self._seconds() - started, full)
 

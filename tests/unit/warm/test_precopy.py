@@ -91,7 +91,7 @@ def warm():
     leftovers = FakeLeftovers(vm)
     notes = []
     disks = [WarmDisk(0, 2000, "Hard disk 1", 64 * MiB), WarmDisk(1, 2001, "Hard disk 2", 32 * MiB)]
-    precopy = Precopy(vm=vm, copier=copier, leftovers=leftovers, snapshot=SNAPSHOT, disks=disks,
+    precopy = Precopy(vm=vm, copier=copier, ready=lambda: succeed(None), leftovers=leftovers, snapshot=SNAPSHOT, disks=disks,
                       seconds=lambda: 100.0, note=notes.append)
     return precopy, vm, copier, leftovers, notes
 

@@ -149,6 +149,16 @@ class JobCopier:
         if disk is not None:
             disk.change_id = change_id
 
+    async def start_over(self, disk_index: int) -> None:
+        """Forget what the disk's target holds (its records and changeId): its next copy starts on an
+        empty target (a full warm pass after vCenter refused the changeId)."""
+        info, _records = (await self._store.transfers(self._job_id))[disk_index]
+        await self._store.save_transfer(self._job_id, disk_index,  # (which drops the disk's records)
+                                        {**info, "identity": {**info["identity"], "change_id": None}})
+        disk = self._prepared[disk_index]
+        disk.done, disk.change_id, disk.copied = {}, None, 0
+        disk.fresh = not disk.target.exists  # (a volume made beforehand is kept: the worker writes its zeros)
+
     async def _why_not_resume(self, info: dict, identity: SourceIdentity, target: Target,
                               trusted: bool = False) -> Optional[str]:
         then = SourceIdentity(**info["identity"])

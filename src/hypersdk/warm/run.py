@@ -1,0 +1,147 @@
+"""A warm job's timeline: passes while the source runs, the cutover, and the rollback.
+
+Passes run at once, then every ``precopy_interval``, until ``cutover_at`` or a cutover request (POST
+/jobs/{id}/cutover). The cutover shuts the guest down (bounded by pipeline.shutdown_timeout; powered
+off only with ``force_off``), and the final pass copies what changed since the last one. From the
+moment the source is switched off until the target is up, a failure powers the source on again:
+the job fails ``rolled back: <cause>; source <vm> powered on again``.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Optional, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ..errors import HyperSDKError, UpstreamTimeout
+from ..jobs.definition import WarmOption
+from ..timefmt import rfc3339
+from .precopy import Pass, Precopy
+
+POWER_ON_SECONDS = 300.0
+
+
+class RolledBack(HyperSDKError):
+    code = "rolled_back"
+
+
+class SwitchableVM(Protocol):
+    def shutdown_guest(self) -> Awaitable[None]: ...
+    def wait_powered_off(self, timeout: float) -> Awaitable[None]: ...
+    def power_off(self) -> Awaitable[None]: ...
+    def power_on(self) -> Awaitable[None]: ...
+
+
+class WarmRun:
+    log = Logger()
+
+    def __init__(self, *, clock, precopy: Precopy, vm: SwitchableVM, vm_name: str, option: WarmOption,
+                 shutdown_timeout: float, reporter, note: Callable[[str], None]):
+        self._clock = clock  # a reactor: seconds() and callLater()
+        self._precopy = precopy
+        self._vm = vm
+        self._vm_name = vm_name
+        self._option = option
+        self._shutdown_timeout = shutdown_timeout
+        self._reporter = reporter
+        self._note = note
+        self.passes: list[Pass] = []
+        self.cutover_requested = False
+        self._wake: Optional[Deferred] = None
+        self.switched_off_at: Optional[float] = None
+
+    # -- precopy ---------------------------------------------------------------------
+
+    def request_cutover(self) -> None:
+        self.cutover_requested = True
+        if self._wake is not None and not self._wake.called:
+            self._wake.callback(None)
+
+    async def precopy(self) -> None:
+        """Passes until the cutover is due."""
+        while True:
+            self._record(await self._precopy.run_pass(len(self.passes) + 1))
+            if self._cutover_due():
+                return
+            interval = self._option.precopy_interval
+            next_at = self._clock.seconds() + interval
+            if self._option.cutover_at is not None:
+                next_at = min(next_at, self._option.cutover_at)
+            self._reporter.update(next_pass_at=next_at,
+                                  message=f"pass {len(self.passes)} done; the next at {rfc3339(next_at)}"
+                                          " or at the cutover")
+            await self._sleep_until(next_at)
+            self._reporter.update(next_pass_at=None)
+            if self._cutover_due():
+                return
+
+    def _cutover_due(self) -> bool:
+        at = self._option.cutover_at
+        return self.cutover_requested or (at is not None and self._clock.seconds() >= at)
+
+    async def _sleep_until(self, moment: float) -> None:
+        timer = None
+
+        def stop_timer(_wake):
+            if timer is not None and timer.active():
+                timer.cancel()
+
+        self._wake = wake = Deferred(canceller=stop_timer)
+        timer = self._clock.callLater(max(0.0, moment - self._clock.seconds()),
+                                      lambda: wake.called or wake.callback(None))
+        try:
+            await wake
+        finally:
+            self._wake = None
+            stop_timer(wake)
+
+    def _record(self, done: Pass) -> None:
+        self.passes.append(done)
+        self._reporter.update(passes=tuple(p.to_json() for p in self.passes))
+        kind = "every allocated area" if done.full else "what changed"
+        self._note(f"pass {done.number} ({kind}): {done.changed_bytes} bytes changed, {done.read_bytes} read"
+                   f" in {done.seconds:.1f} s")
+
+    # -- cutover ---------------------------------------------------------------------
+
+    async def switch_off(self) -> None:
+        """Shut the guest down (or power it off, with force_off); from here on a failure rolls back."""
+        timeout = self._shutdown_timeout
+        self.switched_off_at = self._clock.seconds()  # (the rollback powers on whatever happens from here)
+        self._reporter.update(message=f"shutting down the guest of {self._vm_name} (up to {timeout:g} s)")
+        await self._vm.shutdown_guest()
+        try:
+            await self._vm.wait_powered_off(timeout)
+        except UpstreamTimeout:
+            if not self._option.force_off:
+                raise RolledBack(f"the guest of {self._vm_name} did not shut down within {timeout:g} s (set"
+                                 " options.warm.force_off to power it off, or shut it down yourself)") from None
+            self._note(f"the guest of {self._vm_name} did not shut down within {timeout:g} s: powering it off"
+                       " (force_off)")
+            await self._vm.power_off()
+        self.switched_off_at = self._clock.seconds()
+        self._note(f"source {self._vm_name} is off: the downtime starts")
+
+    async def final_pass(self) -> Pass:
+        done = await self._precopy.final_pass(len(self.passes) + 1)
+        self._record(done)
+        return done
+
+    def downtime(self) -> Optional[float]:
+        """Seconds since the source went off (the target is up now)."""
+        return None if self.switched_off_at is None else round(self._clock.seconds() - self.switched_off_at, 3)
+
+    async def roll_back(self, cause: BaseException) -> RolledBack:
+        """Power the source on again; the error the job fails with (the cause's, saying so)."""
+        why = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+        if why.startswith("rolled back: "):
+            why = why[len("rolled back: "):]
+        try:
+            await self._vm.power_on()
+        except Exception as e:
+            self.log.error("powering {vm} on again failed: {error}", vm=self._vm_name,
+                           error=getattr(e, "message", None) or repr(e))
+            return RolledBack(f"rolled back: {why}; powering source {self._vm_name} on again FAILED:"
+                              f" {getattr(e, 'message', None) or e}: power it on yourself")
+        return RolledBack(f"rolled back: {why}; source {self._vm_name} powered on again")
