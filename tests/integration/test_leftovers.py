@@ -87,7 +87,7 @@ def test_a_daemon_killed_during_a_boot_check_cleans_the_domain_network_and_disks
 def stalled(d: Daemon, source, capped, out: Path) -> dict:
     """A job whose source stops answering mid-copy: it fails resumably, its copy kept."""
     job_id = d.submit(source.definition(capped, str(out)))
-    d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 32 * MiB, 60, "32 MiB copied")
+    d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 32 * MiB, 180, "32 MiB copied")
     os.kill(capped.process.pid, signal.SIGSTOP)
     try:
         job = d.wait_finished(job_id, 60)
@@ -153,7 +153,7 @@ def test_four_boot_checks_waiting_hold_no_libvirt_thread_and_a_fifth_job_imports
     sources = [SourceVM(si, sim, tmp_path / str(i), disks=(("monolithicFlat", 8 * MiB),)) for i in range(5)]
     try:
         checks = [daemon.submit(s.definition(sim, {"output_dir": str(out)},
-                                             boot_check={"timeout": 90, "ready_pattern": "never printed"}))
+                                             boot_check={"timeout": 900, "ready_pattern": "never printed"}))
                   for s in sources[:4]]
         wait_for(lambda: all(daemon.job(j)["progress"]["stage"] == "boot_check" for j in checks), 120,
                  "four boot checks to wait for their guests")
