@@ -15,7 +15,8 @@ from .. import events
 
 EVENTS = (
     events.JOB_SUBMITTED, events.JOB_STARTED, events.JOB_PROGRESS, events.JOB_COMPLETED, events.JOB_FAILED,
-    events.JOB_CANCELLED, events.SCHEDULE_TRIGGERED, events.SCHEDULE_COMPLETED, events.SCHEDULE_FAILED,
+    events.JOB_CANCELLED, events.JOB_CUTOVER_STARTED, events.SCHEDULE_TRIGGERED, events.SCHEDULE_COMPLETED,
+    events.SCHEDULE_FAILED,
 )
 ALL = "*"
 PROGRESS_INTERVAL = 10.0  # job.progress at most this often per job (and at each stage change)
