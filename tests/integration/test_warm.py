@@ -13,6 +13,7 @@ import pytest
 from hypersdk.vsphere import snapshots
 from tests.integration import libvirtd
 from tests.integration.test_transfer import Source, copying, output_file
+from tests.integration.polling import wait_for
 from tests.integration.vcsim import MiB, wait_task
 
 SIZE = 160 * MiB
@@ -103,3 +104,95 @@ def test_a_warm_job_copies_while_the_guest_writes_cuts_over_by_api_and_leaves_no
         finally:
             conn.close()
             remove_domain(libvirt_uri, result["domain_name"])
+
+
+def definition_with(source: Source, sim, out: Path, uri: str, options: dict, **warm) -> dict:
+    definition = warm_definition(source, sim, out, uri, **warm)
+    definition["options"].update(options)
+    return definition
+
+
+def history(d, job_id: str) -> list[str]:
+    return [h["message"] for h in d.job(job_id)["history"]]
+
+
+def test_a_cancel_during_a_pass_leaves_the_source_running_with_no_snapshot_and_nothing_copied(
+        tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE, {"pipeline": {"max_bytes_per_second": 8 * MiB}}) as (d, source, out):
+        powered_on(source)
+        job_id = d.submit(warm_definition(source, capped, out, libvirt_uri))
+        d.wait_job(job_id, lambda j: j["progress"]["current_bytes"] >= 8 * MiB, 60, "the first pass under way")
+        assert snapshots_of(capped_si, source) == [f"hypersdk-{job_id}"]  # the base is read frozen
+        d.post("/jobs/cancel", {"job_ids": [job_id]})
+        job = d.wait_finished(job_id, 60)
+        assert job["status"] == "cancelled"
+        assert snapshots_of(capped_si, source) == [] and source.vm.runtime.powerState == "poweredOn"
+        assert list(out.iterdir()) == []
+
+
+def test_a_daemon_killed_during_a_pass_resumes_from_the_stored_change_id_and_leaves_no_snapshot(
+        tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE, {"pipeline": {"max_bytes_per_second": 8 * MiB}}) as (d, source, out):
+        powered_on(source)
+        job_id = d.submit(warm_definition(source, capped, out, libvirt_uri, precopy_interval="3s"))
+        d.wait_job(job_id, lambda j: len(passes(j)) >= 1, 120, "the first pass")
+        capped.guest_write(source.name, 0, 20 * MiB, 48 * MiB, 7)  # the second pass copies 48 MiB: 6 s
+        wait_for(lambda: snapshots_of(capped_si, source) and len(passes(d.job(job_id))) == 1, 30,
+                 "the second pass under way")
+        d.kill()
+        assert snapshots_of(capped_si, source) == [f"hypersdk-{job_id}"]  # what the kill left
+        d.start()
+        job = d.wait_job(job_id, lambda j: len(passes(j)) >= 2, 60, "the resumed pass")
+        resumed = passes(job)[1]
+        assert resumed["full"] is False and resumed["changed_bytes"] >= 48 * MiB, passes(job)
+        assert snapshots_of(capped_si, source) in ([], [f"hypersdk-{job_id}"])  # (at most the pass's own)
+        assert d.post(f"/jobs/{job_id}/cutover").status_code == 202
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        assert snapshots_of(capped_si, source) == []
+        assert same_disk(guest_disk(capped, source, tmp_path / "guest.raw"), output_file(out, source.name))
+        remove_domain(libvirt_uri, job["result"]["domain_name"])
+
+
+def test_a_failure_after_the_switch_off_powers_the_source_on_again_and_says_rolled_back(
+        tmp_path, capped, capped_si):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        powered_on(source)
+        # test:///default defines the domain but cannot start it: the cutover's last step fails
+        job_id = d.submit(warm_definition(source, capped, out, "test:///default", cutover_at="2000-01-01T00:00:00Z"))
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "failed"
+        assert job["error"].startswith("import: rolled back: ") and \
+            job["error"].endswith(f"; source {source.name} powered on again"), job["error"]
+        assert source.vm.runtime.powerState == "poweredOn" and snapshots_of(capped_si, source) == []
+        assert len(job["progress"]["passes"]) == 2  # cutover_at in the past: one pass, then the final one
+
+
+def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_start(
+        tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        powered_on(source)
+        job_id = d.submit(definition_with(source, capped, out, libvirt_uri,
+                                          {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
+                                          cutover_at="2000-01-01T00:00:00Z"))
+        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120, "the boot check after the cutover")
+        assert source.vm.runtime.powerState == "poweredOff"
+        d.kill()
+        d.start()
+        job = d.wait_finished(job_id, 60)
+        assert job["status"] == "failed" and "daemon restarted during boot_check" in job["error"], job["error"]
+        assert source.vm.runtime.powerState == "poweredOn"
+        cleaned = [m for m in history(d, job_id) if m.startswith("cleaned up after the daemon restarted")]
+        assert cleaned and f"source VM {source.path} switched off" in cleaned[0], history(d, job_id)
+        remove_domain(libvirt_uri, source.name)
+
+
+def test_warm_is_refused_for_a_powered_off_source_and_one_with_snapshots_of_its_own(tmp_path, capped, capped_si):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        job = d.wait_finished(d.submit(warm_definition(source, capped, out, "test:///default")), 60)
+        assert job["status"] == "failed" and "warm migration copies a running VM" in job["error"], job["error"]
+        powered_on(source)
+        wait_task(source.vm.CreateSnapshot_Task(name="before-upgrade", memory=False, quiesce=False))
+        job = d.wait_finished(d.submit(warm_definition(source, capped, out, "test:///default")), 60)
+        assert job["status"] == "failed" and "(before-upgrade)" in job["error"], job["error"]
+        assert snapshots_of(capped_si, source) == ["before-upgrade"]

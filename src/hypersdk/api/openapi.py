@@ -253,7 +253,8 @@ def _schemas() -> dict[str, Any]:
 
 
 LEFTOVER = {"type": "object", "required": ["kind"], "properties": {
-    "kind": {"enum": ["file", "volume", "domain", "network"]}, "path": {"type": "string"}, "uri": {"type": "string"},
+    "kind": {"enum": ["file", "volume", "domain", "network", "snapshot", "source_off"]},
+    "path": {"type": "string"}, "uri": {"type": "string"},
     "pool": {"type": "string"}, "name": {"type": "string"}}}
 
 

@@ -90,6 +90,11 @@ def _listed(removed: list[dict]) -> str:
 
 
 def _name(what: dict) -> str:
-    if what.get("kind") == "file":
+    kind = what.get("kind")
+    if kind == "file":
         return f"file {what['path']}"
-    return f"{what.get('kind')} {what.get('name')}"
+    if kind == "snapshot":
+        return f"snapshot {what.get('name')} of VM {what.get('path')}"
+    if kind == "source_off":
+        return f"source VM {what.get('path')} switched off by the cutover (powered on again)"
+    return f"{kind} {what.get('name')}"

@@ -17,7 +17,9 @@ from twisted.logger import Logger
 from ..libvirt.guestrun import GuestRun
 from ..libvirt.host import LibvirtHost
 
-FILE, VOLUME, DOMAIN, NETWORK, SNAPSHOT = "file", "volume", "domain", "network", "snapshot"
+FILE, VOLUME, DOMAIN, NETWORK = "file", "volume", "domain", "network"
+SNAPSHOT, SOURCE_OFF = "snapshot", "source_off"  # on the source's vCenter: a warm pass's snapshot, a switched-off VM
+ON_VCENTER = (SNAPSHOT, SOURCE_OFF)
 
 
 @frozen
@@ -49,6 +51,11 @@ class Leftover:
         return cls(SNAPSHOT, uri=vcenter, path=vm_path, name=name)
 
     @classmethod
+    def source_off(cls, vcenter: str, vm_path: str) -> "Leftover":
+        """A source VM the cutover switches off: powered on again unless the job completes."""
+        return cls(SOURCE_OFF, uri=vcenter, path=vm_path)
+
+    @classmethod
     def from_json(cls, data: dict) -> "Leftover":
         return cls(**{k: v for k, v in data.items() if k in ("kind", "path", "uri", "pool", "name")})
 
@@ -62,6 +69,8 @@ class Leftover:
             return f"volume {self.name} of pool {self.pool} on {self.uri}"
         if self.kind == SNAPSHOT:
             return f"snapshot {self.name} of VM {self.path} on vCenter {self.uri}"
+        if self.kind == SOURCE_OFF:
+            return f"source VM {self.path} switched off on vCenter {self.uri} (powered on again)"
         return f"{self.kind} {self.name} on {self.uri}"
 
 
@@ -72,12 +81,12 @@ class Remover:
     log = Logger()
 
     def __init__(self, reactor, threads, in_thread, timeout: float,
-                 remove_snapshot: Optional[Callable[[str, "Leftover"], Awaitable[bool]]] = None):
+                 on_vcenter: Optional[Callable[[str, "Leftover"], Awaitable[bool]]] = None):
         self._reactor = reactor
         self._threads = threads  # the libvirt pool
         self._thd = in_thread
         self._timeout = timeout
-        self._remove_snapshot = remove_snapshot  # (job id, leftover): logs in with the job's credentials
+        self._on_vcenter = on_vcenter  # (job id, leftover): undone with the job's own credentials
 
     def _host(self, uri: str) -> LibvirtHost:
         return LibvirtHost(uri, self._reactor, self._threads, timeout=self._timeout)
@@ -86,10 +95,10 @@ class Remover:
         """Remove it; False if it was not there (any more)."""
         if leftover.kind == FILE:
             return await self._thd(_thd_remove_file, leftover.path)
-        if leftover.kind == SNAPSHOT:
-            if self._remove_snapshot is None:
-                raise ValueError("snapshots cannot be removed here")
-            return await self._remove_snapshot(job_id, leftover)
+        if leftover.kind in ON_VCENTER:
+            if self._on_vcenter is None:
+                raise ValueError(f"{leftover.describe()}: vCenter cannot be reached from here")
+            return await self._on_vcenter(job_id, leftover)
         host = self._host(leftover.uri)
         if leftover.kind == VOLUME:
             return await host.delete_volume(leftover.pool, leftover.name)

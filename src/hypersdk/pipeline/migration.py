@@ -50,7 +50,7 @@ from .destination import Destination, PlannedDisk
 from .disks import HEAD_BYTES, DiskSource, UnsupportedDisk, resolve_source
 from .guest import convert_guest
 from .inspection import Adapted, NoOperatingSystem, inspect_guest
-from .leftovers import JobLeftovers, Leftover, Remover
+from .leftovers import SOURCE_OFF, JobLeftovers, Leftover, Remover
 from .process import ProcessRunner
 from .readers import disk_readers, file_url
 from .transfer.copier import JobCopier
@@ -128,7 +128,7 @@ class MigrationPipeline:
         self._appliance = appliance or unprobed(config.pipeline.libguestfs_force_tcg)  # KVM or TCG: probed at start
         self._leftovers = LeftoverStore(store)  # what jobs made, recorded before they made it
         self._remover = remover or Remover(self._reactor, self._threads, self._thd, self._timeout,
-                                           remove_snapshot=self._remove_snapshot)
+                                           on_vcenter=self._undo_on_vcenter)
         self._vcenter_urls = {name: vc.url for name, vc in config.vcenters.items()}
 
     # -- service hooks -------------------------------------------------------------
@@ -209,7 +209,7 @@ class MigrationPipeline:
 
         job.stage("discovery", f"reading {spec.vm_path} from vCenter")
         vm: VmInfo = await self._vsphere.read_vm(params, spec.vm_path)
-        _check_source(vm)
+        _check_source(vm, snapshot_name(job.job_id))
         check_network_mapping(vm, spec.options.network_mapping)
         if spec.options.conversion_method == "virt-v2v":
             problem = v2v_problem(vm.name, vm.guest_id, vm.guest_full_name, self._config.pipeline.virtio_win)
@@ -257,7 +257,7 @@ class MigrationPipeline:
                 raise await run.roll_back(e) from e
             raise
         return {**self._result(job, delivered, planned, sources, prepared, copying),
-                "downtime_seconds": run.downtime(), "passes": [p.to_json() for p in run.passes]}
+                "downtime_seconds": run.downtime(), "passes": run.listed()}
 
     async def _deliver(self, job: _Job, vm: VmInfo, params: VCenterParams, host: LibvirtHost,
                        destination: Destination, domain: str, planned: list[PlannedDisk],
@@ -430,7 +430,8 @@ class MigrationPipeline:
                           seconds=self._reactor.seconds, note=job.reporter.note, quiesce=option.quiesce)
         return WarmRun(clock=self._reactor, precopy=precopy, vm=source_vm, vm_name=vm.name, option=option,
                        shutdown_timeout=self._config.pipeline.shutdown_timeout, reporter=job.reporter,
-                       note=job.reporter.note)
+                       note=job.reporter.note, leftovers=job.leftovers,
+                       source_off=Leftover.source_off(params.where, job.spec.vm_path))
 
     def cutover(self, job_id: str) -> bool:
         """Start a warm job's cutover now (POST /jobs/{id}/cutover); False if it is not in precopy here."""
@@ -491,13 +492,16 @@ class MigrationPipeline:
                                error=getattr(e, "message", None) or repr(e))
         return removed
 
-    async def _remove_snapshot(self, job_id: str, leftover: Leftover) -> bool:
-        """A warm pass's snapshot, removed with the job's own credentials (whichever run made it)."""
+    async def _undo_on_vcenter(self, job_id: str, leftover: Leftover) -> bool:
+        """A warm pass's snapshot removed, a switched-off source powered on: with the job's own
+        credentials (whichever run made it)."""
         job = await self._store.get(job_id)
         if job is None:
-            raise JobNotFound(f"job {job_id} is gone: its snapshot {leftover.name} of {leftover.path} stays")
+            raise JobNotFound(f"job {job_id} is gone: the {leftover.describe()} stays")
         source = with_secrets(job.definition, await self._store.secrets(job_id))["source"]
         params = await self._vsphere.params_for(parse_source(source, SubmitContext(self._vcenter_urls)))
+        if leftover.kind == SOURCE_OFF:
+            return bool(await self._vsphere.power_on(params, leftover.path))
         return bool(await self._vsphere.remove_snapshots(params, leftover.path, leftover.name))
 
     async def clean_up(self, job_id: str, kept_too: bool = False) -> list[dict]:
@@ -559,15 +563,17 @@ def warm_problem(vm: VmInfo) -> Optional[str]:
     return None
 
 
-def _check_source(vm: VmInfo) -> None:
+def _check_source(vm: VmInfo, ours: str) -> None:
+    """``ours``: the name of this job's warm snapshot (one an interrupted pass left goes with the next pass)."""
     if vm.template:
         raise SourceNotReady(f"{vm.path} is a template, not a VM")
     if not vm.disks:
         raise UnsupportedDisk(f"the VM {vm.name} has no disks")
-    if vm.snapshot_count:
+    theirs = [name for name in vm.snapshot_names if name != ours]
+    if theirs:
         raise UnsupportedDisk(
-            f"the VM {vm.name} has {vm.snapshot_count} snapshot(s) ({', '.join(vm.snapshot_names)}): delete or"
-            " consolidate them first (its disks are delta files on top of the base)"
+            f"the VM {vm.name} has {len(theirs)} snapshot(s) ({', '.join(theirs)}): delete or consolidate them"
+            " first (its disks are delta files on top of the base)"
         )
     names = {}
     for disk in vm.disks:

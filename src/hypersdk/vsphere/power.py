@@ -135,15 +135,16 @@ def thd_wait_powered_off(
             f"VM {names[0] if names else vm._moId} did not power off within {timeout:g} s"))
 
 
-def thd_power_on(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float) -> None:
-    """Power the VM on and wait for the task; nothing if it is on already."""
+def thd_power_on(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float) -> bool:
+    """Power the VM on and wait for the task; False if it was on already."""
     with upstream_errors(where(si)):
         props = vm_properties(si, vm, "runtime.powerState")
         if props.get("runtime.powerState") == vim.VirtualMachinePowerState.poweredOn:
-            return
+            return False
         name = vm_name(vm, props)
         with vm_faults(name, "power on"):
             thd_wait_task(si, vm.PowerOnVM_Task(), timeout, what=f"power-on of VM {name}")
+        return True
 
 
 def thd_remove_cdroms(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float = 60.0) -> int:

@@ -89,6 +89,11 @@ class Precopy:
         name = self._snapshot.name
         await self._leftovers.record(self._snapshot)  # before it is made: a crash leaves it findable
         try:
+            # One of ours at a time: one an interrupted run left (on this node or the one it was taken
+            # over from) would keep the base frozen at its own, older moment.
+            stale = await self._vm.remove_snapshots(name)
+            if stale:
+                self._note(f"removed {stale} snapshot(s) {name} an interrupted pass left")
             change_ids = await self._vm.create_snapshot(name, self._quiesce)
             missing = [d.label for d in self._disks if not change_ids.get(d.key)]
             if missing:

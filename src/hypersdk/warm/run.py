@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from ..errors import HyperSDKError, UpstreamTimeout
 from ..jobs.definition import WarmOption
 from ..timefmt import rfc3339
+from ..pipeline.leftovers import Leftover
 from .precopy import Pass, Precopy
 
 POWER_ON_SECONDS = 300.0
@@ -37,7 +38,7 @@ class WarmRun:
     log = Logger()
 
     def __init__(self, *, clock, precopy: Precopy, vm: SwitchableVM, vm_name: str, option: WarmOption,
-                 shutdown_timeout: float, reporter, note: Callable[[str], None]):
+                 shutdown_timeout: float, reporter, note: Callable[[str], None], leftovers, source_off: Leftover):
         self._clock = clock  # a reactor: seconds() and callLater()
         self._precopy = precopy
         self._vm = vm
@@ -46,6 +47,10 @@ class WarmRun:
         self._shutdown_timeout = shutdown_timeout
         self._reporter = reporter
         self._note = note
+        self._leftovers = leftovers  # JobLeftovers
+        self._source_off = source_off  # recorded before the switch-off: a crash then powers it on at the next start
+        # passes of an interrupted run of this job (restart, takeover) go on being listed and counted
+        self._earlier = [dict(p) for p in reporter.progress.passes]
         self.passes: list[Pass] = []
         self.cutover_requested = False
         self._wake: Optional[Deferred] = None
@@ -61,7 +66,7 @@ class WarmRun:
     async def precopy(self) -> None:
         """Passes until the cutover is due."""
         while True:
-            self._record(await self._precopy.run_pass(len(self.passes) + 1))
+            self._record(await self._precopy.run_pass(self._next_number()))
             if self._cutover_due():
                 return
             interval = self._option.precopy_interval
@@ -69,7 +74,7 @@ class WarmRun:
             if self._option.cutover_at is not None:
                 next_at = min(next_at, self._option.cutover_at)
             self._reporter.update(next_pass_at=next_at,
-                                  message=f"pass {len(self.passes)} done; the next at {rfc3339(next_at)}"
+                                  message=f"pass {self._next_number() - 1} done; the next at {rfc3339(next_at)}"
                                           " or at the cutover")
             await self._sleep_until(next_at)
             self._reporter.update(next_pass_at=None)
@@ -96,9 +101,16 @@ class WarmRun:
             self._wake = None
             stop_timer(wake)
 
+    def _next_number(self) -> int:
+        return len(self._earlier) + len(self.passes) + 1
+
+    def listed(self) -> list[dict]:
+        """Every pass of the job, as progress.passes and the result list them."""
+        return self._earlier + [p.to_json() for p in self.passes]
+
     def _record(self, done: Pass) -> None:
         self.passes.append(done)
-        self._reporter.update(passes=tuple(p.to_json() for p in self.passes))
+        self._reporter.update(passes=tuple(self.listed()))
         kind = "every allocated area" if done.full else "what changed"
         self._note(f"pass {done.number} ({kind}): {done.changed_bytes} bytes changed, {done.read_bytes} read"
                    f" in {done.seconds:.1f} s")
@@ -108,6 +120,7 @@ class WarmRun:
     async def switch_off(self) -> None:
         """Shut the guest down (or power it off, with force_off); from here on a failure rolls back."""
         timeout = self._shutdown_timeout
+        await self._leftovers.record(self._source_off)
         self.switched_off_at = self._clock.seconds()  # (the rollback powers on whatever happens from here)
         self._reporter.update(message=f"shutting down the guest of {self._vm_name} (up to {timeout:g} s)")
         await self._vm.shutdown_guest()
@@ -124,7 +137,7 @@ class WarmRun:
         self._note(f"source {self._vm_name} is off: the downtime starts")
 
     async def final_pass(self) -> Pass:
-        done = await self._precopy.final_pass(len(self.passes) + 1)
+        done = await self._precopy.final_pass(self._next_number())
         self._record(done)
         return done
 
@@ -139,6 +152,7 @@ class WarmRun:
             why = why[len("rolled back: "):]
         try:
             await self._vm.power_on()
+            await self._leftovers.forget(self._source_off)
         except Exception as e:
             self.log.error("powering {vm} on again failed: {error}", vm=self._vm_name,
                            error=getattr(e, "message", None) or repr(e))

@@ -76,7 +76,7 @@ class FakeLeftovers:
         self.recorded = []
 
     def record(self, leftover):
-        assert self.vm.snapshots == 0  # recorded before it is made
+        self.vm.calls.append(("record", leftover.name))
         self.recorded.append(leftover)
         return succeed(None)
 
@@ -101,7 +101,8 @@ def test_the_first_pass_reads_every_allocated_area_of_the_snapshot_then_stores_i
     vm.areas = {(2000, "*"): [(0, MiB), (8 * MiB, 2 * MiB)], (2001, "*"): [(0, 64 * 1024)]}
     done = result_of(ensureDeferred(precopy.run_pass(1)))
     assert done.full and done.read_bytes == done.changed_bytes == 3 * MiB + 64 * 1024
-    assert vm.calls == [("create", "hypersdk-j1"), ("query", "hypersdk-j1", 2000, "*"),
+    assert vm.calls == [("record", "hypersdk-j1"), ("remove", "hypersdk-j1"), ("create", "hypersdk-j1"),  # recorded first
+                        ("query", "hypersdk-j1", 2000, "*"),
                         ("query", "hypersdk-j1", 2001, "*"), ("remove", "hypersdk-j1")]
     assert copier.calls[:2] == [("start_over", 0), ("start_over", 1)]  # an interrupted first pass starts over too
     assert copier.calls[-1] == ("save", {0: "cid/1", 1: "cid/1"})
@@ -163,7 +164,7 @@ def test_the_final_pass_asks_with_no_snapshot_since_the_last_change_id(warm):
     copier.stored = {0: "cid/3", 1: "cid/3"}
     vm.areas = {(2000, "cid/3"): [(MiB, 64 * 1024)], (2001, "cid/3"): []}
     done = result_of(ensureDeferred(precopy.final_pass(4)))
-    assert vm.calls == [("query", None, 2000, "cid/3"), ("query", None, 2001, "cid/3")]
+    assert vm.calls == [("query", None, 2000, "cid/3"), ("query", None, 2001, "cid/3")]  # (no snapshot)
     assert done.read_bytes == 64 * 1024 and not done.full and vm.snapshots == 0
 
 
@@ -173,3 +174,12 @@ def test_the_final_pass_refuses_a_disk_without_a_change_id(warm):
     vm.areas = {(2000, "cid/3"): []}
     with pytest.raises(WarmFailed, match="Hard disk 2 has no changeId"):
         result_of(ensureDeferred(precopy.final_pass(4)))
+
+
+def test_a_snapshot_an_interrupted_pass_left_is_removed_before_the_next_is_made(warm):
+    precopy, vm, copier, _, notes = warm
+    vm.snapshots = 1  # a SIGKILL between its creation and its removal
+    vm.areas = {(2000, "*"): [], (2001, "*"): []}
+    result_of(ensureDeferred(precopy.run_pass(1)))
+    assert vm.calls[:3] == [("record", "hypersdk-j1"), ("remove", "hypersdk-j1"), ("create", "hypersdk-j1")]
+    assert notes == ["removed 1 snapshot(s) hypersdk-j1 an interrupted pass left"] and vm.snapshots == 0
