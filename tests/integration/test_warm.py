@@ -187,12 +187,14 @@ def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_s
         remove_domain(libvirt_uri, source.name)
 
 
-def test_warm_is_refused_for_a_powered_off_source_and_one_with_snapshots_of_its_own(tmp_path, capped, capped_si):
+def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapshots_of_its_own(
+        tmp_path, capped, capped_si):
     with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
-        job = d.wait_finished(d.submit(warm_definition(source, capped, out, "test:///default")), 60)
-        assert job["status"] == "failed" and "warm migration copies a running VM" in job["error"], job["error"]
+        answer = d.post("/jobs/submit", warm_definition(source, capped, out, "test:///default"))
+        assert answer.status_code == 409 and "warm migration copies a running VM" in answer.json()["error"], answer.text
         powered_on(source)
         wait_task(source.vm.CreateSnapshot_Task(name="before-upgrade", memory=False, quiesce=False))
-        job = d.wait_finished(d.submit(warm_definition(source, capped, out, "test:///default")), 60)
-        assert job["status"] == "failed" and "(before-upgrade)" in job["error"], job["error"]
+        answer = d.post("/jobs/submit", warm_definition(source, capped, out, "test:///default"))
+        assert answer.status_code == 409 and "(before-upgrade)" in answer.json()["error"], answer.text
         assert snapshots_of(capped_si, source) == ["before-upgrade"]
+        assert d.get("/jobs/query").json()["total"] == 0  # nothing was queued

@@ -146,9 +146,10 @@ class MigrationPipeline:
         return self._tools.inspection_problem()
 
     async def preflight(self, spec: JobSpec) -> None:
-        """At submit: a virt-v2v job for a guest it cannot convert here is refused (400). What vCenter says
-        of the guest decides; when vCenter cannot tell in time, discovery checks again."""
-        if spec.options.conversion_method != "virt-v2v":
+        """At submit: a virt-v2v job for a guest it cannot convert here is refused (400), a warm job for a
+        VM that is off or has snapshots of its own too (409). What vCenter says decides; when vCenter
+        cannot tell in time, discovery checks again."""
+        if spec.options.conversion_method != "virt-v2v" and spec.options.warm is None:
             return
         try:
             params = await self._vsphere.params_for(spec.source)
@@ -157,9 +158,15 @@ class MigrationPipeline:
             vm = await reading
         except Exception:  # unreachable, unknown VM, too slow: the job says so when it runs
             return
-        problem = v2v_problem(vm.name, vm.guest_id, vm.guest_full_name, self._config.pipeline.virtio_win)
-        if problem:
-            raise InvalidField("options.conversion_method", problem)
+        if spec.options.conversion_method == "virt-v2v":
+            problem = v2v_problem(vm.name, vm.guest_id, vm.guest_full_name, self._config.pipeline.virtio_win)
+            if problem:
+                raise InvalidField("options.conversion_method", problem)
+        if spec.options.warm is not None:
+            problem = warm_problem(vm) or (f"the VM {vm.name} has snapshots of its own ({', '.join(vm.snapshot_names)}):"
+                                           " delete or consolidate them first" if vm.snapshot_names else None)
+            if problem:
+                raise Conflict(f"options.warm: {problem}")
 
     # -- the job ---------------------------------------------------------------------
 
