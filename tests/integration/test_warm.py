@@ -9,6 +9,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from pyVmomi import vim
 
 from hypersdk.vsphere import snapshots
 from tests.integration import libvirtd
@@ -198,3 +199,17 @@ def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapsho
         assert answer.status_code == 409 and "(before-upgrade)" in answer.json()["error"], answer.text
         assert snapshots_of(capped_si, source) == ["before-upgrade"]
         assert d.get("/jobs/query").json()["total"] == 0  # nothing was queued
+
+
+def test_a_cold_copy_of_a_vm_with_change_tracking_reads_only_the_areas_holding_data(tmp_path, capped, capped_si):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        wait_task(source.vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+        powered_on(source)  # (tracking takes effect at a stun: this power on)
+        wait_task(source.vm.PowerOffVM_Task())
+        job = d.wait_finished(d.submit(source.definition(capped, str(out))), 120)
+        assert job["status"] == "completed", job["error"]
+        data = 2 * MiB + 5 * MiB + 64 * MiB + 4096  # what Source wrote
+        served = capped.served_bytes(source.name, source.flat.name)
+        assert data <= served <= data + 2 * MiB, served  # (64 KiB blocks), not the disk's 160 MiB
+        assert f"reading the {served} bytes that hold data, of {SIZE}" in " ".join(history(d, job["id"]))
+        assert source.copied_to(output_file(out, source.name))

@@ -16,7 +16,7 @@ from .destination import PlannedDisk
 from .disks import DiskSource
 from .readers import DiskReaders
 from .transfer.copier import CopyProgress, DiskTransfer, JobCopier
-from .transfer.plan import SourceIdentity
+from .transfer.plan import SourceIdentity, ranges
 
 
 class Copying:
@@ -74,7 +74,10 @@ class Copying:
 
     # -- cold copies ----------------------------------------------------------------------
 
-    async def copy(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource]) -> None:
+    async def copy(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource],
+                   allocated: Optional[dict[int, list[tuple[int, int]]]] = None) -> None:
+        """Copy the disks; with ``allocated`` (changed block tracking's answer for a VM that is off, by
+        disk index), only those areas are read: the rest of each disk is zeros."""
         if not self.by_engine(sources):
             progress = TransferProgress(self._reporter, [s.size for s in sources], self._clock.seconds, self.copy_range)
             for disk, source in zip(planned, sources):
@@ -89,7 +92,8 @@ class Copying:
         if resumed:
             self._note(f"resuming from {resumed} bytes already copied")
         progress = CopyProgress(self._reporter, self._disks, self._clock.seconds, self.copy_range, resumed)
-        self.retried_chunks = await self._copier.copy(self._disks, progress)
+        areas = None if allocated is None else {d.index: still_to_copy(d, allocated[d.index]) for d in self._disks}
+        self.retried_chunks = await self._copier.copy(self._disks, progress, areas=areas)
 
     async def verify(self, planned: Sequence[PlannedDisk], sources: Sequence[DiskSource]) -> None:
         if self._mode is True and self._disks:
@@ -100,3 +104,20 @@ class Copying:
         for disk, source in zip(planned, sources):
             checking.start_disk(disk.index)
             await verify(self._processes, self._readers.nbdkit(source), source, disk.target, checking.disk_percent)
+
+
+def still_to_copy(disk: DiskTransfer, areas: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``areas`` in chunks not checkpointed yet (a resumed copy reads no chunk twice)."""
+    todo = ranges(disk.chunks, [c.index for c in disk.chunks if c.index not in disk.done])
+    kept, i = [], 0
+    for start, length in areas:
+        end = start + length
+        while i < len(todo) and todo[i][1] <= start:
+            i += 1
+        j = i
+        while j < len(todo) and todo[j][0] < end:
+            low, high = max(start, todo[j][0]), min(end, todo[j][1])
+            if low < high:
+                kept.append((low, high - low))
+            j += 1
+    return kept
