@@ -83,9 +83,9 @@ class Destination:
         if free < need:
             raise DestinationProblem(f"not enough room in {where}: {need} bytes needed, {free} available")
 
-    async def plan(self, sizes: list[int], staged: bool = False) -> list[PlannedDisk]:
+    async def plan(self, sizes: list[int]) -> list[PlannedDisk]:
         """Where every disk goes: written in place when it can be (an output_dir file, a local
-        directory pool's volume), else ``staged`` in the work directory and delivered at import."""
+        directory pool's volume), else staged in the work directory and delivered at import."""
         spec = self._spec
         local_pool = False
         if spec.storage_pool is not None:
@@ -99,8 +99,8 @@ class Destination:
             if spec.output_dir is not None:
                 path = os.path.join(spec.output_dir, name)
                 await self._leftovers.record(Leftover.file(path))
-                planned.append(PlannedDisk(index, size, name, work_file if staged else Target(path, spec.disk_format),
-                                           DomainDisk.file(path, spec.disk_format, target_dev), staged, path))
+                planned.append(PlannedDisk(index, size, name, Target(path, spec.disk_format),
+                                           DomainDisk.file(path, spec.disk_format, target_dev), False, path))
                 continue
             path = await self._host.volume_path(spec.storage_pool, name) if name in self._reuse else None
             if path is None:
@@ -112,7 +112,7 @@ class Destination:
                     await self._leftovers.forget(volume)
                     raise
             disk = DomainDisk.pool_volume(spec.storage_pool, name, spec.disk_format, target_dev)
-            if local_pool and not staged:
+            if local_pool:
                 planned.append(PlannedDisk(index, size, name, Target(path, spec.disk_format, exists=True), disk))
             else:
                 planned.append(PlannedDisk(index, size, name, work_file, disk, staged=True))

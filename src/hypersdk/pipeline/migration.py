@@ -100,8 +100,9 @@ class _Job:
 
     def stage(self, name: str, message: str = "") -> None:
         now = self.seconds()
-        if self.reporter.stage not in ("queued", name) and self._stage_started:
-            self.stage_seconds[self.reporter.stage] = round(now - self._stage_started, 3)
+        if self.reporter.stage not in ("queued", name) and self._stage_started:  # (a stage may come back: conversion)
+            stage = self.reporter.stage
+            self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0) + now - self._stage_started, 3)
         self._stage_started = now
         self.reporter.stage_started(name, message)
 

@@ -65,8 +65,7 @@ class Tools:
                 return "vddk.libdir is not set in the daemon's configuration"
             if not glob.glob(os.path.join(self._vddk_libdir, "lib64", "libvixDiskLib.so*")):
                 return f"VMware's VDDK library is not in {self._vddk_libdir} (lib64/libvixDiskLib.so missing)"
-        if method == "virt-v2v" and self._which("virt-v2v") is None:
-            return "virt-v2v is not installed on the conversion host"
-        if method == "virt-v2v" and self._which("nbdcopy") is None:
-            return "nbdcopy is not installed on the conversion host: virt-v2v copies with it (apt-get install libnbd-bin)"
+        if method == "virt-v2v" and self._which("virt-v2v-in-place") is None:
+            return ("virt-v2v-in-place is not installed on the conversion host: it converts the copied disks"
+                    " (apt-get install virt-v2v)")
         return None

@@ -148,8 +148,8 @@ def test_tools_name_what_is_missing(tmp_path):
     (tmp_path / "lib64").mkdir()
     (tmp_path / "lib64" / "libvixDiskLib.so.8").touch()
     assert Tools(str(tmp_path), which=lambda n: "/x", plugin=lambda n: "/p").method_problem("vddk") is None
-    no_v2v = Tools(None, which=lambda name: None if name == "virt-v2v" else "/x", plugin=lambda n: "/p")
-    assert no_v2v.method_problem("virt-v2v") == "virt-v2v is not installed on the conversion host"
+    no_v2v = Tools(None, which=lambda name: None if name == "virt-v2v-in-place" else "/x", plugin=lambda n: "/p")
+    assert no_v2v.method_problem("virt-v2v").startswith("virt-v2v-in-place is not installed on the conversion host")
     assert no_v2v.method_problem("https") is None
     no_qemu = Tools(None, which=lambda name: None if name == "qemu-img" else "/x", plugin=lambda n: "/p")
     assert no_qemu.method_problem("https") == "qemu-img not installed on the conversion host"
