@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -24,8 +26,10 @@ from hypersdk.libvirt.domain_xml import parse_domain_summary
 from tests.guest.build import guest_image
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon
-from tests.integration.guest_vms import SLOT, create_guest_vm
+from tests.integration.guest_vms import SLOT, create_guest_vm, free_areas
 from tests.integration.test_live import start_ws_client
+from tests.integration.vcsim import MiB, wait_task
+from hypersdk.vsphere import snapshots
 
 MARKER = r"HYPERSDK-MARKER \S+ \S+"
 ADDRESS = "10.11.12.13/24"
@@ -34,8 +38,13 @@ CASES = {  # name -> (method, device_models, controller, nic, start, the NIC's P
     "lsisas": ("https", "auto", "lsisas", "e1000e", True, None),  # no slot: the guest's own configuration names it
     "v2v": ("virt-v2v", None, "pvscsi", "vmxnet3", False, SLOT),
     "virtio": ("https", "virtio", "pvscsi", "vmxnet3", False, SLOT),
+    "warm": ("https", "auto", "pvscsi", "vmxnet3", False, SLOT),
 }
-
+# Cases migrated warm, from a running source with a copy of the guest of its own: "warm" is cut over by
+# the API after three passes while the guest writer changes its free blocks; "virtio" cuts over at once
+# and fails its boot check, so it is rolled back.
+WARM = {"warm": {"precopy_interval": "2s"}, "virtio": {"cutover_at": "2000-01-01T00:00:00Z"}}
+GUEST_WRITES = 3  # MiB the guest writer changes, one after each of the warm case's first three passes
 
 @pytest.fixture(scope="module")
 def boots(tmp_path_factory, sim, si):
@@ -60,11 +69,14 @@ def boots(tmp_path_factory, sim, si):
             name = f"boot-{case}-{run}"
             domains.append(name)
             path = create_guest_vm(si, sim, name, image, controller=controller, nic=nic,
-                                   mac=f"00:50:56:3a:{n:02x}:01", slot=slot)
+                                   mac=f"00:50:56:3a:{n:02x}:01", slot=slot, writable=case in WARM)
             options = {"conversion_method": method, "network_mapping": {"*": bridge},
                        "boot_check": {"ready_pattern": MARKER, **({"timeout": 150} if case == "virtio" else {})}}
             if models:
                 options["device_models"] = models
+            if case in WARM:
+                options["warm"] = WARM[case]
+                wait_task(si.RetrieveContent().searchIndex.FindByInventoryPath(path).PowerOnVM_Task())
             jobs[case] = daemon.submit({
                 "vm_path": path,
                 "source": {"type": "vsphere", "vcenter_url": sim.info.url, "username": "user", "password": "pass",
@@ -74,11 +86,12 @@ def boots(tmp_path_factory, sim, si):
                 "options": options,
             })
         started = time.monotonic()
+        written = drive_warm_case(daemon, sim, jobs["warm"], f"boot-warm-{run}", image)
         finished = {case: daemon.wait_finished(job_id, timeout=1500) for case, job_id in jobs.items()}
         yield {"jobs": finished, "conn": conn, "daemon": daemon, "seconds": time.monotonic() - started,
                "updates": updates,
                "paths": {case: f"DC0/vm/boot-{case}-{run}" for case in CASES}, "output": output, "uri": uri,
-               "bridge": bridge, "sim": sim}
+               "bridge": bridge, "sim": sim, "si": si, "written": written}
     finally:
         watcher.kill()
         daemon.close()
@@ -91,6 +104,19 @@ def boots(tmp_path_factory, sim, si):
                 dom.destroy()
             dom.undefine()
         conn.close()
+
+
+def drive_warm_case(daemon: Daemon, sim, job_id: str, vm_name: str, image) -> list[int]:
+    """After each of the first passes the running guest writes 1 MiB into free blocks of its file
+    system; then the cutover is asked by the API. The offsets written."""
+    offsets = free_areas(image, MiB, GUEST_WRITES)
+    for number, offset in enumerate(offsets, start=1):
+        daemon.wait_job(job_id, lambda j, n=number: len(j["progress"]["passes"]) >= n, 900, f"warm pass {number}")
+        sim.guest_write(vm_name, 0, offset, MiB, number)
+    daemon.wait_job(job_id, lambda j: len(j["progress"]["passes"]) > GUEST_WRITES, 900, "the pass after the writes")
+    answer = daemon.post(f"/jobs/{job_id}/cutover")
+    assert answer.status_code == 202, answer.text
+    return offsets
 
 
 def passed(job: dict) -> dict:
@@ -158,14 +184,45 @@ def test_virt_v2v_converts_the_guest_to_virtio_and_it_keeps_ens192(boots):
     assert [d["bus"] for d in summary["disks"]] == ["virtio"]
 
 
-def test_virtio_on_a_guest_without_virtio_fails_its_boot_check_showing_the_missing_root(boots):
-    job = boots["jobs"]["virtio"]
+def test_virtio_on_a_guest_without_virtio_fails_its_boot_check_showing_the_missing_root_and_is_rolled_back(boots):
+    job = boots["jobs"]["virtio"]  # (warm, cut over at once)
+    name = f"boot-virtio-{boots['paths']['virtio'].rsplit('-', 1)[1]}"
     assert job["status"] == "failed"
-    assert job["error"].startswith("boot_check: the guest failed to boot")
+    assert job["error"].startswith("boot_check: rolled back: the guest failed to boot"), job["error"]
+    assert job["error"].endswith(f"; source {name} powered on again"), job["error"]
     tail = "\n".join(job["result"]["boot_check"]["console_tail"])
     assert "Gave up waiting for root file system device" in tail or "does not exist" in tail, tail
-    dom = boots["conn"].lookupByName(f"boot-virtio-{boots['paths']['virtio'].rsplit('-', 1)[1]}")
+    dom = boots["conn"].lookupByName(name)
     assert not dom.isActive()  # kept for inspection (boot_check.on_failure: keep), stopped
+    source = boots["si"].RetrieveContent().searchIndex.FindByInventoryPath(boots["paths"]["virtio"])
+    assert source.runtime.powerState == "poweredOn"  # the source runs again
+    assert snapshots.thd_snapshots(boots["si"], source) == []
+
+
+def test_a_guest_migrated_warm_boots_with_its_address_after_its_passes_carried_the_guests_writes(boots):
+    result = passed(boots["jobs"]["warm"])
+    assert models(result) == ["vmpvscsi", "vmxnet3"] and result["verified"] is True
+    passes = result["passes"]
+    assert passes[0]["full"] is True and len(passes) >= GUEST_WRITES + 2  # the final pass at the cutover
+    assert all(p["changed_bytes"] >= MiB for p in passes[1:GUEST_WRITES + 1]), passes
+    assert 0 < result["downtime_seconds"] < boots["seconds"]
+    source = boots["si"].RetrieveContent().searchIndex.FindByInventoryPath(boots["paths"]["warm"])
+    assert source.runtime.powerState == "poweredOff" and snapshots.thd_snapshots(boots["si"], source) == []
+    # what the guest wrote while it ran is on the target (in free blocks: its boot on KVM leaves them be)
+    dom = boots["conn"].lookupByName(result["domain_name"])
+    assert dom.isActive()  # a cutover leaves the target running
+    disk = result["disks"][0]["path"]
+    sim = boots["sim"]
+    name = boots["paths"]["warm"].rsplit("/", 1)[1]
+    carried = [read_qcow2(disk, offset, MiB) == sim.guest_read(name, 0, offset, MiB) for offset in boots["written"]]
+    assert all(carried), carried
+
+
+def read_qcow2(path: str, offset: int, length: int) -> bytes:
+    with tempfile.NamedTemporaryFile() as raw:
+        subprocess.run(["qemu-img", "dd", "-U", "-f", "qcow2", "-O", "raw", f"if={path}", f"of={raw.name}",
+                        "bs=65536", f"skip={offset // 65536}", f"count={length // 65536}"], check=True, timeout=120)
+        return open(raw.name, "rb").read()
 
 
 def test_a_second_migration_of_the_same_vm_is_refused_at_discovery_naming_the_first(boots):

@@ -77,3 +77,28 @@ def test_the_discard_button_removes_what_a_failed_job_kept(tmp_path, capped, cap
         assert "Kept" not in seen["fieldsAfter"] and seen["errors"] == [], seen
         assert not Path(target).exists()
         assert d.job(job["id"])["history"][-1]["message"] == f"discarded: removed file {target}"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make test installs it)")
+def test_the_cut_over_button_of_a_warm_job_in_precopy_cuts_it_over(tmp_path, capped, capped_si):
+    from tests.integration.test_transfer import copying
+    from tests.integration.test_warm import libvirtd, powered_on, remove_domain, warm_definition
+
+    uri = libvirtd.ensure_libvirtd()
+    libvirtd.ensure_bridge()
+    with copying(tmp_path, capped, capped_si, 160 * MiB) as (d, source, out):
+        powered_on(source)
+        job_id = d.submit(warm_definition(source, capped, out, uri, precopy_interval="1h"))
+        d.wait_job(job_id, lambda j: len(j["progress"]["passes"]) >= 1, 60, "the first pass")
+        run = subprocess.run(["node", str(REPO / "tests" / "js" / "dashboard_cutover.js")], capture_output=True,
+                             text=True, timeout=240, cwd=REPO / "tests" / "js",
+                             env={**os.environ, "HYPERSDK_URL": d.url, "HYPERSDK_JOB": job_id})
+        try:
+            assert run.returncode == 0, run.stderr + run.stdout
+            seen = json.loads(run.stdout.strip().splitlines()[-1])
+            assert "1 (full)" in seen["passes"] and "next pass at" in seen["passes"], seen
+            assert seen["dialogs"] == ["Shut the source down now, copy its last changes and start the target?"]
+            assert seen["status"] == "completed" and seen["errors"] == [], seen
+            assert d.job(job_id)["result"]["downtime_seconds"] > 0
+        finally:
+            remove_domain(uri, source.name)

@@ -75,13 +75,15 @@ function renderJobs() {
       fill);
     const active = job.status === 'pending' || job.status === 'running';
     const cancel = active ? el('button', { class: 'cancel', onclick: (e) => { e.stopPropagation(); cancelJob(job.id); } }, 'Cancel') : '';
+    const cutover = job.status === 'running' && p.stage === 'precopy'  // a warm job: cut over now
+      ? el('button', { class: 'cutover', onclick: (e) => { e.stopPropagation(); cutoverJob(job.id); } }, 'Cut over') : '';
     return el('tr', { class: 'job', 'data-id': job.id, onclick: () => { state.selected = job.id; renderDetail(); } },
       el('td', {}, job.definition.name || job.definition.vm_path),
       el('td', { class: `status-${job.status}` }, job.status),
       el('td', {}, p.stage),
       el('td', {}, bar, ` ${p.percent_complete.toFixed(1)}%`),
       el('td', {}, p.rate_bytes_per_second ? `${size(p.rate_bytes_per_second)}/s` : ''),
-      el('td', {}, cancel));
+      el('td', {}, cutover, cancel));
   }));
   renderDetail();
 }
@@ -90,6 +92,13 @@ async function cancelJob(id) {
   try {
     const answer = await api('POST', '/jobs/cancel', { job_ids: [id] });
     if (answer.errors[id]) alert(`${id}: ${answer.errors[id]}`);
+  } catch (error) { alert(error.message); }
+}
+
+async function cutoverJob(id) {
+  if (!confirm('Shut the source down now, copy its last changes and start the target?')) return;
+  try {
+    await api('POST', `/jobs/${encodeURIComponent(id)}/cutover`);
   } catch (error) { alert(error.message); }
 }
 
@@ -125,6 +134,10 @@ function renderDetail() {
     ['Now', job.progress.message || '-'],
     ['Copied', `${size(job.progress.current_bytes)} of ${size(job.progress.total_bytes)}`],
     ['Disks', diskBars(job.progress)],
+    ...(job.progress.passes && job.progress.passes.length ? [['Warm passes', el('div', {},
+      ...job.progress.passes.map((w) => el('div', {}, `${w.number}${w.full ? ' (full)' : ''}: ${size(w.changed_bytes)}`
+        + ` changed, ${size(w.read_bytes)} read in ${w.seconds.toFixed(1)} s`)),
+      job.progress.next_pass_at ? el('div', {}, `next pass at ${job.progress.next_pass_at}`) : '')]] : []),
     ['Created', job.created_at], ['Started', job.started_at], ['Ended', job.completed_at]];
   if (job.error) fields.push(['Error', el('pre', {}, job.error)]);  // a boot check's error ends with console lines
   const kept = (job.result && job.result.kept) || [];
