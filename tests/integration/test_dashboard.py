@@ -82,7 +82,7 @@ def test_the_discard_button_removes_what_a_failed_job_kept(tmp_path, capped, cap
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make test installs it)")
 def test_the_cut_over_button_of_a_warm_job_in_precopy_cuts_it_over(tmp_path, capped, capped_si):
     from tests.integration.test_transfer import copying
-    from tests.integration.test_warm import libvirtd, powered_on, remove_domain, warm_definition
+    from tests.integration.test_warm import libvirtd, powered_on, warm_definition
 
     uri = libvirtd.ensure_libvirtd()
     libvirtd.ensure_bridge()
@@ -101,4 +101,4 @@ def test_the_cut_over_button_of_a_warm_job_in_precopy_cuts_it_over(tmp_path, cap
             assert seen["status"] == "completed" and seen["errors"] == [], seen
             assert d.job(job_id)["result"]["downtime_seconds"] > 0
         finally:
-            remove_domain(uri, source.name)
+            libvirtd.remove_domain(uri, source.name)

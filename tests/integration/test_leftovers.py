@@ -74,14 +74,7 @@ def test_a_daemon_killed_during_a_boot_check_cleans_the_domain_network_and_disks
     finally:
         daemon.close()
         destroy_vm(source.vm)
-        for name in (source.name,):
-            try:
-                dom = libvirt_host.lookupByName(name)
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-            except libvirt.libvirtError:
-                pass
+        libvirtd.remove_domain(libvirt_host, source.name)
 
 
 def stalled(d: Daemon, source, capped, out: Path) -> dict:

@@ -15,6 +15,7 @@ from hypersdk.vsphere import snapshots
 from tests.integration import libvirtd
 from tests.integration.test_transfer import Source, copying, output_file
 from tests.integration.polling import wait_for
+from tests.integration.receiver import Receiver
 from tests.integration.vcsim import MiB, wait_task
 
 SIZE = 160 * MiB
@@ -32,19 +33,6 @@ def warm_definition(source: Source, sim, out: Path, uri: str, **warm) -> dict:
     definition["destination"].update(libvirt_uri=uri, domain_type="qemu")
     definition["options"]["network_mapping"] = {"*": libvirtd.BRIDGE}
     return definition
-
-
-def remove_domain(uri: str, name: str) -> None:
-    conn = libvirt.open(uri)
-    try:
-        domain = conn.lookupByName(name)
-        if domain.isActive():
-            domain.destroy()
-        domain.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
 
 
 def powered_on(source: Source) -> Source:
@@ -104,7 +92,7 @@ def test_a_warm_job_copies_while_the_guest_writes_cuts_over_by_api_and_leaves_no
             assert conn.lookupByName(result["domain_name"]).isActive()  # the target is up
         finally:
             conn.close()
-            remove_domain(libvirt_uri, result["domain_name"])
+            libvirtd.remove_domain(libvirt_uri, result["domain_name"])
 
 
 def definition_with(source: Source, sim, out: Path, uri: str, options: dict, **warm) -> dict:
@@ -152,12 +140,13 @@ def test_a_daemon_killed_during_a_pass_resumes_from_the_stored_change_id_and_lea
         assert job["status"] == "completed", job["error"]
         assert snapshots_of(capped_si, source) == []
         assert same_disk(guest_disk(capped, source, tmp_path / "guest.raw"), output_file(out, source.name))
-        remove_domain(libvirt_uri, job["result"]["domain_name"])
+        libvirtd.remove_domain(libvirt_uri, job["result"]["domain_name"])
 
 
 def test_a_failure_after_the_switch_off_powers_the_source_on_again_and_says_rolled_back(
         tmp_path, capped, capped_si):
-    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+    with Receiver() as receiver, copying(tmp_path, capped, capped_si, SIZE,
+                                         {"webhooks": [{"url": receiver.url}]}) as (d, source, out):
         powered_on(source)
         # test:///default defines the domain but cannot start it: the cutover's last step fails
         job_id = d.submit(warm_definition(source, capped, out, "test:///default", cutover_at="2000-01-01T00:00:00Z"))
@@ -167,6 +156,8 @@ def test_a_failure_after_the_switch_off_powers_the_source_on_again_and_says_roll
             job["error"].endswith(f"; source {source.name} powered on again"), job["error"]
         assert source.vm.runtime.powerState == "poweredOn" and snapshots_of(capped_si, source) == []
         assert len(job["progress"]["passes"]) == 2  # cutover_at in the past: one pass, then the final one
+        wait_for(lambda: "job.failed" in receiver.events(), 30, "the webhooks")
+        assert receiver.events().count("job.cutover_started") == 1  # (at cutover_at: nobody asked)
 
 
 def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_start(
@@ -185,7 +176,7 @@ def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_s
         assert source.vm.runtime.powerState == "poweredOn"
         cleaned = [m for m in history(d, job_id) if m.startswith("cleaned up after the daemon restarted")]
         assert cleaned and f"source VM {source.path} switched off" in cleaned[0], history(d, job_id)
-        remove_domain(libvirt_uri, source.name)
+        libvirtd.remove_domain(libvirt_uri, source.name)
 
 
 def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapshots_of_its_own(

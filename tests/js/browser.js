@@ -14,4 +14,11 @@ async function openPage() {
   return { browser, page, errors };
 }
 
-module.exports = { openPage };
+// Accept every confirmation the page asks for; the messages, in order.
+function acceptDialogs(page) {
+  const messages = [];
+  page.on('dialog', async (dialog) => { messages.push(dialog.message()); await dialog.accept(); });
+  return messages;
+}
+
+module.exports = { acceptDialogs, openPage };

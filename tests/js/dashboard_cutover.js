@@ -1,7 +1,7 @@
 // Drives the dashboard in headless Chromium: a warm job in precopy shows a "Cut over" button and its
 // passes; pressing it (and accepting the confirmation) cuts over, and the row ends "completed".
 // Prints one JSON line.
-const { openPage } = require('./browser');
+const { acceptDialogs, openPage } = require('./browser');
 
 const url = process.env.HYPERSDK_URL;
 const jobId = process.env.HYPERSDK_JOB;
@@ -9,8 +9,7 @@ const jobId = process.env.HYPERSDK_JOB;
 async function main() {
   const { browser, page, errors } = await openPage();
   try {
-    const dialogs = [];
-    page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.accept(); });
+    const dialogs = acceptDialogs(page);
     await page.goto(url);
     const row = `tr[data-id="${jobId}"]`;
     await page.waitForSelector(`${row} button.cutover`, { timeout: 60000 });

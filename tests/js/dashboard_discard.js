@@ -1,6 +1,6 @@
 // Drives the dashboard in headless Chromium: open a failed job's details, see what it kept, press
 // Discard, accept the confirmation and wait for the kept list to go. Prints one JSON line.
-const { openPage } = require('./browser');
+const { acceptDialogs, openPage } = require('./browser');
 
 const url = process.env.HYPERSDK_URL;
 const jobId = process.env.HYPERSDK_JOB;
@@ -8,8 +8,7 @@ const jobId = process.env.HYPERSDK_JOB;
 async function main() {
   const { browser, page, errors } = await openPage();
   try {
-    const dialogs = [];
-    page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.accept(); });
+    const dialogs = acceptDialogs(page);
     await page.goto(url);
     const row = `tr[data-id="${jobId}"]`;
     await page.waitForSelector(row, { timeout: 15000 });

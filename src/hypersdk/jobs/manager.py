@@ -479,7 +479,6 @@ class JobManager:
             raise Conflict(f"job {job_id} is in stage {stage}: only a warm job in stage precopy can be cut over"
                            + (" (its cutover has begun)" if stage == "cutover" else ""))
         self.log.info("job {job_id}: cutover requested", job_id=job_id)
-        self._publish(events.JOB_CUTOVER_STARTED, run.job)
         return run.job
 
     async def resume(self, job_id: str) -> Job:
@@ -501,9 +500,10 @@ class JobManager:
 
     def _progressed(self, run: _Run, progress: Progress, note: Optional[str]) -> None:
         now = self._clock.seconds()
+        cutover = progress.stage == "cutover" and run.job.progress.stage != "cutover"  # (asked, or cutover_at)
         run.job = evolve(run.job, progress=progress, updated_at=now)
         self._progress_writes.write(run.job.id, progress, now, note)
-        self._publish(events.JOB_PROGRESS, run.job)
+        self._publish(events.JOB_CUTOVER_STARTED if cutover else events.JOB_PROGRESS, run.job)
 
     # -- bookkeeping -------------------------------------------------------------
 

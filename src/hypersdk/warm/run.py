@@ -26,6 +26,13 @@ POWER_ON_SECONDS = 300.0
 class RolledBack(HyperSDKError):
     code = "rolled_back"
 
+    def __init__(self, message: str, cause: Optional[BaseException] = None):
+        super().__init__(message)
+        # what the failure itself gives the job: a boot check's console, a domain kept for inspection
+        for attribute in ("result", "keep_destination"):
+            if hasattr(cause, attribute):
+                setattr(self, attribute, getattr(cause, attribute))
+
 
 class SwitchableVM(Protocol):
     def shutdown_guest(self) -> Awaitable[None]: ...
@@ -157,5 +164,5 @@ class WarmRun:
             self.log.error("powering {vm} on again failed: {error}", vm=self._vm_name,
                            error=getattr(e, "message", None) or repr(e))
             return RolledBack(f"rolled back: {why}; powering source {self._vm_name} on again FAILED:"
-                              f" {getattr(e, 'message', None) or e}: power it on yourself")
-        return RolledBack(f"rolled back: {why}; source {self._vm_name} powered on again")
+                              f" {getattr(e, 'message', None) or e}: power it on yourself", cause)
+        return RolledBack(f"rolled back: {why}; source {self._vm_name} powered on again", cause)
