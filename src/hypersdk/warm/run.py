@@ -73,16 +73,15 @@ class WarmRun:
     async def precopy(self) -> None:
         """Passes until the cutover is due."""
         while True:
-            self._record(await self._precopy.run_pass(self._next_number()))
+            done = await self._precopy.run_pass(self._next_number())
             if self._cutover_due():
+                self._record(done)
                 return
-            interval = self._option.precopy_interval
-            next_at = self._clock.seconds() + interval
+            next_at = self._clock.seconds() + self._option.precopy_interval
             if self._option.cutover_at is not None:
                 next_at = min(next_at, self._option.cutover_at)
-            self._reporter.update(next_pass_at=next_at,
-                                  message=f"pass {self._next_number() - 1} done; the next at {rfc3339(next_at)}"
-                                          " or at the cutover")
+            self._reporter.update(next_pass_at=next_at)  # (published with the note: a note is not held back)
+            self._record(done, f"; the next at {rfc3339(next_at)} or at the cutover")
             await self._sleep_until(next_at)
             self._reporter.update(next_pass_at=None)
             if self._cutover_due():
@@ -115,12 +114,12 @@ class WarmRun:
         """Every pass of the job, as progress.passes and the result list them."""
         return self._earlier + [p.to_json() for p in self.passes]
 
-    def _record(self, done: Pass) -> None:
+    def _record(self, done: Pass, then: str = "") -> None:
         self.passes.append(done)
         self._reporter.update(passes=tuple(self.listed()))
         kind = "every allocated area" if done.full else "what changed"
         self._note(f"pass {done.number} ({kind}): {done.changed_bytes} bytes changed, {done.read_bytes} read"
-                   f" in {done.seconds:.1f} s")
+                   f" in {done.seconds:.1f} s{then}")
 
     # -- cutover ---------------------------------------------------------------------
 
