@@ -145,7 +145,9 @@ def _schemas() -> dict[str, Any]:
         "resumed_at_bytes": {"type": "integer", "minimum": 0},
         "passes": array(obj({"number": {"type": "integer"}, "started_at": TIMESTAMP,
                              "read_bytes": {"type": "integer"}, "changed_bytes": {"type": "integer"},
-                             "seconds": {"type": "number"}, "full": {"type": "boolean"}})),
+                             "seconds": {"type": "number"}, "full": {"type": "boolean"},
+                             "query_seconds": {"type": "number", "description": "of seconds, waiting for vCenter"
+                                                                               " to say what changed"}})),
         "next_pass_at": MAYBE_TIMESTAMP,
     }, ["stage", "percent_complete", "current_bytes", "total_bytes"])
     job = obj({

@@ -45,10 +45,12 @@ class Pass:
     changed_bytes: int  # what vCenter said changed (allocated, for a first pass)
     seconds: float
     full: bool  # every allocated area (a first pass, or after tracking was reset)
+    query_seconds: float = 0.0  # of ``seconds``, waiting for vCenter to say what changed
 
     def to_json(self) -> dict:
         return {"number": self.number, "started_at": self.started_at, "read_bytes": self.read_bytes,
-                "changed_bytes": self.changed_bytes, "seconds": round(self.seconds, 3), "full": self.full}
+                "changed_bytes": self.changed_bytes, "seconds": round(self.seconds, 3), "full": self.full,
+                "query_seconds": round(self.query_seconds, 3)}
 
 
 class SourceVM(Protocol):
@@ -100,24 +102,26 @@ class Precopy:
                 raise WarmFailed(f"vCenter gave no changeId for {', '.join(missing)} in the snapshot: changed block"
                                  " tracking is not in effect on that disk")
             await self._ready()
-            read, changed, full = await self._copy(name)
+            read, changed, full, asking = await self._copy(name)
             await self._copier.save_change_ids({d.index: change_ids[d.key] for d in self._disks})
         finally:
             await self._vm.remove_snapshots(name)
             await self._leftovers.forget(self._snapshot)
-        return Pass(number, started, read, changed, self._seconds() - started, full)
+        return Pass(number, started, read, changed, self._seconds() - started, full, asking)
 
     async def final_pass(self, number: int) -> Pass:
         """The source is off and has no snapshot: copy what changed since the last pass, as of now."""
         started = self._seconds()
         await self._ready()
-        read, changed, full = await self._copy(None)
-        return Pass(number, started, read, changed, self._seconds() - started, full)
+        read, changed, full, asking = await self._copy(None)
+        return Pass(number, started, read, changed, self._seconds() - started, full, asking)
 
-    async def _copy(self, snapshot: Optional[str]) -> tuple[int, int, bool]:
+    async def _copy(self, snapshot: Optional[str]) -> tuple[int, int, bool, float]:
+        """Ask what changed and copy it: (bytes read, bytes changed, a full pass, seconds spent asking)."""
         stored = self._copier.change_ids()
         areas: dict[int, list[tuple[int, int]]] = {}
         full = False
+        asked_at = self._seconds()
         for disk in self._disks:
             since = stored.get(disk.index)
             if since is not None:
@@ -134,5 +138,6 @@ class Precopy:
             full = True
             await self._copier.start_over(disk.index)
             areas[disk.index] = await self._vm.changed_areas(snapshot, disk.key, disk.capacity, ALL_AREAS)
+        asking = self._seconds() - asked_at
         read = await self._copier.copy_areas(areas)
-        return sum(read.values()), sum(length for spans in areas.values() for _, length in spans), full
+        return sum(read.values()), sum(length for spans in areas.values() for _, length in spans), full, asking
