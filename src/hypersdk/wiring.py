@@ -88,7 +88,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     leftovers = JobLeftovers(store, pipeline, reactor, config.pipeline.keep_resumable_for)
     membership = Membership(nodes, manager, reactor, heartbeat_interval=config.cluster.heartbeat_interval,
                             lease_seconds=config.cluster.lease, resumable_stages=RESUMABLE_STAGES, webhooks=webhooks,
-                            scheduler=scheduler, fence=fence)
+                            scheduler=scheduler, fence=fence, leftovers=leftovers)
     if bridge is not None:
         bridge.follow(recount=membership.refresh, reloads={"schedules": scheduler.reload, "webhooks": webhooks.reload},
                       cancel=manager.cancel_here)

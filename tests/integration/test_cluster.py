@@ -394,3 +394,37 @@ def test_a_node_with_another_key_file_is_refused_at_start_and_no_job_fails(tmp_p
         n1.close()
         for name in names:
             destroy_vm(si.RetrieveContent().searchIndex.FindByInventoryPath(f"DC0/vm/{name}"))
+
+
+def test_a_warm_job_whose_node_is_lost_during_the_cutover_has_its_source_powered_on_by_the_node_that_takes_it(
+        tmp_path, postgres, capped, capped_si):
+    from tests.integration.test_warm import definition_with, powered_on
+
+    uri = libvirtd.ensure_libvirtd()
+    libvirtd.ensure_bridge()
+    source = powered_on(Source(capped_si, capped, tmp_path, 160 * MiB))
+    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    try:
+        job_id = nodes[0].submit(definition_with(source, capped, out, uri,
+                                                 {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
+                                                 cutover_at="2000-01-01T00:00:00Z"))
+        job = nodes[1].wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120,
+                                "the boot check after the cutover")
+        assert source.vm.runtime.powerState == "poweredOff"
+        victim = next(node for node in nodes if node.config["node_name"] == job["node"])
+        survivor = next(node for node in nodes if node is not victim)
+        victim.kill()
+        job = survivor.wait_finished(job_id, 120)
+        assert job["status"] == "failed", job
+        cleaned = wait_for(lambda: [h["message"] for h in survivor.job(job_id)["history"]
+                                    if h["message"].startswith("cleaned up after its node was lost: removed ")], 60,
+                           "the clean-up by the node that took the job over")
+        assert f"source VM {source.path} switched off" in cleaned[0], cleaned
+        assert source.vm.runtime.powerState == "poweredOn"
+        assert f"domain {source.name}" in cleaned[0], cleaned
+    finally:
+        for each in nodes:
+            each.close()
+        libvirtd.remove_domain(uri, source.name)
+        destroy_vm(source.vm)

@@ -29,12 +29,14 @@ class Membership:
     log = Logger()
 
     def __init__(self, nodes: NodeStore, manager, clock, *, heartbeat_interval: float, lease_seconds: float,
-                 resumable_stages=(), webhooks=None, scheduler=None, fence: Optional[Fence] = None):
+                 resumable_stages=(), webhooks=None, scheduler=None, fence: Optional[Fence] = None,
+                 leftovers=None):
         self._nodes = nodes
         self.fence = fence or Fence(clock, lease_seconds, nodes.confirm_progress)
         self._manager = manager
         self._webhooks = webhooks  # sends the pending deliveries it adopts from lost nodes
         self._scheduler = scheduler  # follows the schedule runs it adopts
+        self._leftovers = leftovers  # cleans what the failed jobs of a lost node made (jobs/leftovers.py)
         self._clock = clock
         self._interval = heartbeat_interval
         self._lease = lease_seconds
@@ -98,6 +100,9 @@ class Membership:
         settled, adopted = await self._nodes.take_over(self._lease, self._resumable)
         if settled:
             self._manager.took_over(settled)
+            failed = [job.id for job, requeued in settled if not requeued]
+            if failed and self._leftovers is not None:  # (a snapshot, a switched-off source, a domain booting)
+                await self._leftovers.clean_taken_over(failed)
         if adopted:
             self.log.info("adopted {count} webhook deliveries and schedule runs of a lost node", count=adopted)
             if self._webhooks is not None:

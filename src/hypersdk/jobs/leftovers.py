@@ -47,6 +47,14 @@ class JobLeftovers:
         self._loop.clock = self._clock
         self._loop.start(min(SWEEP_SECONDS, self._keep_for), now=True).addErrback(lambda f: self.log.failure("sweeping kept copies", f))
 
+    async def clean_taken_over(self, job_ids) -> None:
+        """Jobs of a lost node this node failed: what they made goes, as after a restart (their node
+        confirms ownership before each side effect, so it makes nothing more)."""
+        for job_id in job_ids:
+            removed = await self._pipeline.clean_up(job_id)
+            if removed:
+                await self._note(job_id, f"cleaned up after its node was lost: removed {_listed(removed)}")
+
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
