@@ -38,7 +38,9 @@
 //     (else it reaches the capacity); call again from startOffset+length. changeId "*": the blocks
 //     holding non-zero data; otherwise the blocks whose content differs from the record of that
 //     changeId (a block rewritten with the same bytes is not listed, unlike vSphere). As of the
-//     snapshot given (its record), or of now when none is given. Faults: unknown VM or snapshot
+//     snapshot given (its record), or of now when none is given (a powered-off VM: the record of its
+//     power-off, as vSphere answers from its bitmap; a file changed behind the simulator's back while
+//     the VM is off is not seen). Faults: unknown VM or snapshot
 //     ManagedObjectNotFound; deviceKey not a disk, startOffset < 0 or >= capacity, a snapshot of
 //     another VM InvalidArgument (invalidProperty names it); tracking off or not active yet, a changeId
 //     of another uuid or an unknown seq FileFault (file: the disk's descriptor); no snapshot while

@@ -202,11 +202,16 @@ func (w *warm) query(req *types.QueryChangedDiskAreas) (*types.DiskChangeInfo, *
 			return nil, fault(fmt.Sprintf("%s is %s: a query without a snapshot needs it powered off", v.name, v.power),
 				&types.InvalidPowerState{RequestedState: types.VirtualMachinePowerStatePoweredOff, ExistingState: v.power})
 		}
-		rec, err := w.files(st, v, *dev).record(len(st.chain))
-		if err != nil {
-			return nil, fileFault(fmt.Sprintf("reading %s: %v", dev.fileName, err))
+		// Off, the disk has not changed since its last stun (its power-off): answered from that record,
+		// as vSphere answers from its tracking bitmap, not by reading the disk.
+		target = track.records[track.seq]
+		if target == nil || len(st.chain) > 0 {
+			rec, err := w.files(st, v, *dev).record(len(st.chain))
+			if err != nil {
+				return nil, fileFault(fmt.Sprintf("reading %s: %v", dev.fileName, err))
+			}
+			target = rec
 		}
-		target = rec
 	}
 	if req.StartOffset < 0 || req.StartOffset >= dev.capacity {
 		return nil, fault(fmt.Sprintf("startOffset %d is outside the disk (capacity %d)", req.StartOffset, dev.capacity),
