@@ -204,3 +204,17 @@ def test_a_cold_copy_of_a_vm_with_change_tracking_reads_only_the_areas_holding_d
         assert data <= served <= data + 2 * MiB, served  # (64 KiB blocks), not the disk's 160 MiB
         assert f"reading the {served} bytes that hold data, of {SIZE}" in " ".join(history(d, job["id"]))
         assert source.copied_to(output_file(out, source.name))
+
+
+def test_a_warm_job_whose_source_refuses_change_tracking_fails_saying_why_and_leaves_the_source_as_it_was(
+        tmp_path, capped, capped_si):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        wait_task(source.vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(version="vmx-04")))  # too old for CBT
+        powered_on(source)
+        job = d.wait_finished(d.submit(warm_definition(source, capped, out, "test:///default")), 60)
+        assert job["status"] == "failed"
+        assert job["error"] == (f"preparation: cannot turn changed block tracking on for VM {source.name}: vCenter"
+                                " does not support it (changed block tracking needs virtual hardware version 7 or"
+                                " later)"), job["error"]
+        assert source.vm.runtime.powerState == "poweredOn" and snapshots_of(capped_si, source) == []
+        assert source.vm.config.changeTrackingEnabled is not True and list(out.iterdir()) == []

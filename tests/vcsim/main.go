@@ -45,6 +45,8 @@
 //     another VM InvalidArgument (invalidProperty names it); tracking off or not active yet, a changeId
 //     of another uuid or an unknown seq FileFault (file: the disk's descriptor); no snapshot while
 //     the VM is not powered off InvalidPowerState.
+//   - ReconfigVM turning changeTrackingEnabled on for a VM of virtual hardware older than vmx-07 is
+//     refused with NotSupported, as vSphere refuses it.
 //   - Locks. GET and HEAD under /folder/ of the -flat.vmdk of a powered-on VM with no snapshot answer
 //     500 with a body saying it is locked; with a snapshot they read the frozen base. The model's own
 //     VMs (DC0_H0_VM0...) are exempt unless -lock-builtin-vms (existing tests read them while on).

@@ -88,6 +88,15 @@ func (w *warm) sdk(rw http.ResponseWriter, r *http.Request, next http.Handler) {
 		writeSOAP(rw, res)
 		return
 	}
+	if method.Name == "ReconfigVM_Task" && trackingRefused(method) {
+		if probe := authorized(r, next); probe.Code != http.StatusOK {
+			copyResponse(rw, probe)
+			return
+		}
+		writeSOAP(rw, &methods.ReconfigVM_TaskBody{Fault_: fault("changed block tracking needs virtual hardware "+
+			"version 7 or later", &types.NotSupported{})})
+		return
+	}
 	if !followed[method.Name] {
 		next.ServeHTTP(rw, r)
 		return
@@ -111,6 +120,22 @@ func (w *warm) sdk(rw http.ResponseWriter, r *http.Request, next http.Handler) {
 	// Tasks run to the end before the simulator answers: the client sees the task once we are done.
 	w.reconcile(vmRef, before, method.Name)
 	copyResponse(rw, rec)
+}
+
+// trackingRefused: a reconfiguration turning Changed Block Tracking on for a VM whose virtual hardware
+// is older than version 7 (vmx-04 ... vmx-06), which vSphere refuses.
+func trackingRefused(method *simulator.Method) bool {
+	req, ok := method.Body.(*types.ReconfigVM_Task)
+	if !ok || req.Spec.ChangeTrackingEnabled == nil || !*req.Spec.ChangeTrackingEnabled {
+		return false
+	}
+	vm, ok := simulator.Map.Get(method.This).(*simulator.VirtualMachine)
+	if !ok || vm.Config == nil {
+		return false
+	}
+	var version int
+	_, err := fmt.Sscanf(vm.Config.Version, "vmx-%d", &version)
+	return err == nil && version < 7
 }
 
 func containsFollowed(body []byte) bool {

@@ -39,6 +39,9 @@ def vm_faults(vm_name: str, action: str) -> Iterator[None]:
         raise errors.Conflict(f"cannot {action} VM {vm_name}: VMware Tools are not running in the guest") from None
     except vim.fault.InvalidState as e:
         raise errors.Conflict(f"cannot {action} VM {vm_name}: {e.msg or 'invalid state'}") from None
+    except vmodl.fault.NotSupported as e:
+        raise errors.Conflict(f"cannot {action} VM {vm_name}: vCenter does not support it"
+                              + (f" ({e.msg})" if e.msg else "")) from None
 
 
 def _wait(
