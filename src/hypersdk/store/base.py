@@ -81,6 +81,9 @@ class JobStore(Protocol):
     async def save_transfer(self, job_id: str, disk: int, info: dict) -> None:
         """What a disk's checkpoints are of (source identity, chunk size, target); its chunks are dropped."""
 
+    async def save_change_id(self, job_id: str, disk: int, change_id: Optional[str]) -> None:
+        """The changeId of the source a disk's target is now a whole copy of (a warm pass); its chunks stay."""
+
     async def save_chunks(self, job_id: str, disk: int, records: Sequence[ChunkRecord]) -> None:
         """Checkpoint chunks written (idempotent)."""
 

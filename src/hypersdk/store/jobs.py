@@ -226,6 +226,9 @@ class JobStore:
     def save_transfer(self, job_id: str, disk: int, info: dict):
         return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_save_transfer, disk, info)
 
+    def save_change_id(self, job_id: str, disk: int, change_id):
+        return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_save_change_id, disk, change_id)
+
     def save_chunks(self, job_id: str, disk: int, records):
         return self._engine.run_durable(self._thd_owned, job_id, transfers.thd_save_chunks, disk, list(records))
 

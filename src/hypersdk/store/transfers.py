@@ -15,6 +15,14 @@ def thd_save_transfer(db: Db, job_id: str, disk: int, info: dict) -> None:
                " ON CONFLICT (job_id, disk) DO UPDATE SET info = excluded.info", (job_id, disk, json.dumps(info)))
 
 
+def thd_save_change_id(db: Db, job_id: str, disk: int, change_id) -> None:
+    """The changeId of the source a disk's target is now a whole copy of; its chunks stay."""
+    row = db.one("SELECT info FROM transfer_disks WHERE job_id = ? AND disk = ?", (job_id, disk))
+    info = json.loads(row["info"])
+    info["identity"] = {**info["identity"], "change_id": change_id}
+    db.execute("UPDATE transfer_disks SET info = ? WHERE job_id = ? AND disk = ?", (json.dumps(info), job_id, disk))
+
+
 def thd_save_chunks(db: Db, job_id: str, disk: int, records: Sequence[ChunkRecord]) -> None:
     db.executemany("INSERT INTO transfer_chunks (job_id, disk, chunk, hash, zero) VALUES (?, ?, ?, ?, ?)"
                    " ON CONFLICT (job_id, disk, chunk) DO UPDATE SET hash = excluded.hash, zero = excluded.zero",

@@ -1,5 +1,5 @@
 """JobCopier with a store that behaves as the job store does (save_transfer drops the disk's records,
-save_chunks replaces them): resuming a source modified on purpose, a pass's changeId kept with the
+save_chunks replaces them, save_change_id keeps them): resuming a source modified on purpose, a pass's changeId kept with the
 checkpoint, and a copy of given areas: zero records without reading, the worker given only the chunks
 the areas touch, progress and bytes read counted by the areas."""
 
@@ -32,6 +32,11 @@ class Store:
 
     def save_transfer(self, job_id, disk, info):
         self.disks[disk] = (json.loads(json.dumps(info)), {})  # as the store: the records go
+        return succeed(None)
+
+    def save_change_id(self, job_id, disk, change_id):
+        info, _ = self.disks[disk]
+        info["identity"] = {**info["identity"], "change_id": change_id}
         return succeed(None)
 
     def save_chunks(self, job_id, disk, records):

@@ -133,6 +133,19 @@ def test_a_job_interrupted_in_a_resumable_stage_with_checkpoints_goes_back_to_th
     assert result_of(store.transfers("copying")) == {}
 
 
+def test_a_pass_s_change_id_is_stored_with_the_checkpoint_and_its_chunks_stay(store):
+    from hypersdk.store.checkpoints import ChunkRecord
+
+    result_of(store.insert([new_job("warm", 1.0)]))
+    result_of(store.claim_next(2.0))
+    result_of(store.save_transfer("warm", 0, {"identity": {"size": 100, "change_id": None}, "chunk_size": 8}))
+    result_of(store.save_chunks("warm", 0, [ChunkRecord(0, "h0", False)]))
+    result_of(store.save_change_id("warm", 0, "52 aa/3"))
+    info, chunks = result_of(store.transfers("warm"))[0]
+    assert info == {"identity": {"size": 100, "change_id": "52 aa/3"}, "chunk_size": 8}
+    assert chunks == {0: ChunkRecord(0, "h0", False)}
+
+
 def test_secrets_are_encrypted_at_rest_with_a_private_key_file(tmp_path):
     db = str(tmp_path / "var" / "jobs.db")
     key = db + ".key"

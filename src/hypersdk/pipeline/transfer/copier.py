@@ -139,12 +139,8 @@ class JobCopier:
 
     async def save_change_id(self, disk_index: int, change_id: Optional[str]) -> None:
         """Store ``change_id`` with the disk's checkpoint, as the changeId of the source its target now
-        holds a whole copy of (after a pass: a later ``prepare`` shows it as ``DiskTransfer.change_id``).
-        The store rewrites the disk's records with it: they are stored again, as they are."""
-        info, records = (await self._store.transfers(self._job_id))[disk_index]
-        info = {**info, "identity": {**info["identity"], "change_id": change_id}}
-        await self._store.save_transfer(self._job_id, disk_index, info)
-        await self._store.save_chunks(self._job_id, disk_index, list(records.values()))
+        holds a whole copy of (after a pass: a later ``prepare`` shows it as ``DiskTransfer.change_id``)."""
+        await self._store.save_change_id(self._job_id, disk_index, change_id)
         disk = self._prepared.get(disk_index)
         if disk is not None:
             disk.change_id = change_id
