@@ -15,10 +15,8 @@ def rfc3339(seconds: Optional[float]) -> Optional[str]:
 
 def duration(seconds: float) -> str:
     """``7 d``, ``36 h``, ``90 min``, ``2 s``: the largest unit that leaves a whole number."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"
+    value, unit = _in_largest_unit(seconds, minute="min")
+    return f"{value:g} {unit}"
 
 
 def parse_rfc3339(text: str) -> Optional[float]:
@@ -32,7 +30,12 @@ def parse_rfc3339(text: str) -> Optional[float]:
 
 def duration_setting(seconds: float) -> str:
     """``1h``, ``90m``, ``30s``: as a setting or an option writes a duration (config.parse_duration reads it)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    value, unit = _in_largest_unit(seconds, minute="m")
+    return f"{value:g}{unit}"
+
+
+def _in_largest_unit(seconds: float, minute: str) -> tuple[float, str]:
+    for unit, size in (("d", 86400), ("h", 3600), (minute, 60)):
         if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+            return seconds / size, unit
+    return seconds, "s"

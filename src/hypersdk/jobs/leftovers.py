@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from ..errors import Conflict, JobNotFound
 from ..jobs.model import CANCELLED, FAILED, PENDING, RUNNING
+from ..pipeline.leftovers import Leftover
 from ..store.leftovers import LeftoverStore
 from ..timefmt import duration
 
@@ -94,15 +95,4 @@ class JobLeftovers:
 
 
 def _listed(removed: list[dict]) -> str:
-    return ", ".join(_name(what) for what in removed)
-
-
-def _name(what: dict) -> str:
-    kind = what.get("kind")
-    if kind == "file":
-        return f"file {what['path']}"
-    if kind == "snapshot":
-        return f"snapshot {what.get('name')} of VM {what.get('path')}"
-    if kind == "source_off":
-        return f"source VM {what.get('path')} switched off by the cutover (powered on again)"
-    return f"{kind} {what.get('name')}"
+    return ", ".join(Leftover.from_json(what).describe() for what in removed)

@@ -107,7 +107,6 @@ class _Job:
         self.reporter.stage_started(name, message)
 
 
-
 class MigrationPipeline:
     log = Logger()
 
@@ -164,8 +163,7 @@ class MigrationPipeline:
             if problem:
                 raise InvalidField("options.conversion_method", problem)
         if spec.options.warm is not None:
-            problem = warm_problem(vm) or (f"the VM {vm.name} has snapshots of its own ({', '.join(vm.snapshot_names)}):"
-                                           " delete or consolidate them first" if vm.snapshot_names else None)
+            problem = warm_problem(vm) or snapshots_problem(vm)
             if problem:
                 raise Conflict(f"options.warm: {problem}")
 
@@ -584,24 +582,30 @@ def warm_problem(vm: VmInfo) -> Optional[str]:
                 " on, or migrate it without options.warm")
     for disk in vm.disks:
         if disk.disk_mode.startswith("independent") or disk.raw_mapping:
-            kind = "a raw device mapping" if disk.raw_mapping else f"{disk.disk_mode.replace('_', ' ')}"
+            kind = "a raw device mapping" if disk.raw_mapping else disk.disk_mode.replace("_", " ")
             return (f"{disk.label} of {vm.name} is {kind}: snapshots do not cover it, so it cannot be copied"
                     " warm; migrate it without options.warm")
     return None
 
 
+def snapshots_problem(vm: VmInfo, ours: str = "") -> Optional[str]:
+    """The VM's snapshots other than ``ours`` (this job's warm snapshot, which an interrupted pass may
+    have left: the next pass removes it), named; None when it has none."""
+    theirs = [name for name in vm.snapshot_names if name != ours]
+    if not theirs:
+        return None
+    return (f"the VM {vm.name} has {len(theirs)} snapshot(s) ({', '.join(theirs)}): delete or consolidate them"
+            " first (its disks are delta files on top of the base)")
+
+
 def _check_source(vm: VmInfo, ours: str) -> None:
-    """``ours``: the name of this job's warm snapshot (one an interrupted pass left goes with the next pass)."""
     if vm.template:
         raise SourceNotReady(f"{vm.path} is a template, not a VM")
     if not vm.disks:
         raise UnsupportedDisk(f"the VM {vm.name} has no disks")
-    theirs = [name for name in vm.snapshot_names if name != ours]
-    if theirs:
-        raise UnsupportedDisk(
-            f"the VM {vm.name} has {len(theirs)} snapshot(s) ({', '.join(theirs)}): delete or consolidate them"
-            " first (its disks are delta files on top of the base)"
-        )
+    problem = snapshots_problem(vm, ours)
+    if problem:
+        raise UnsupportedDisk(problem)
     names = {}
     for disk in vm.disks:
         if disk.file_name in names:

@@ -114,11 +114,7 @@ class VSphere:
     def wait_powered_off(self, params: VCenterParams, vm_path: str, timeout: float) -> Deferred:
         """Wait for the VM to be off; cancelling the Deferred stops the waiting thread."""
         token = CancelToken()
-
-        def thd(si):
-            return power.thd_wait_powered_off(si, inventory.thd_find_vm(si, vm_path), timeout, token)
-
-        d = self._with_session(params, thd, deadline=timeout + self._timeout * 2)
+        d = self._on_vm(params, vm_path, power.thd_wait_powered_off, timeout, token, deadline=timeout + self._timeout * 2)
         d.addErrback(_cancel_token_on_cancel, token)
         return d
 

@@ -141,7 +141,7 @@ def thd_wait_powered_off(
 def thd_power_on(si: vim.ServiceInstance, vm: vim.VirtualMachine, timeout: float) -> bool:
     """Power the VM on and wait for the task; False if it was on already."""
     with upstream_errors(where(si)):
-        props = vm_properties(si, vm, "runtime.powerState")
+        props = _power_state(si, vm)
         if props.get("runtime.powerState") == vim.VirtualMachinePowerState.poweredOn:
             return False
         name = vm_name(vm, props)
