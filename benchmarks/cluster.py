@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import shutil
 import sys
 import tempfile
 import threading
@@ -147,6 +148,7 @@ def migrations_seconds(server, nodes: int, sim, si, workdir: Path) -> float:
             daemon.close()
         for source in sources:
             destroy_vm(source.vm)
+        shutil.rmtree(out, ignore_errors=True)
     say(f"   {nodes} node(s): 12 migrations in {seconds:.1f} s")
     return seconds
 

@@ -3,7 +3,22 @@ import socket
 import pytest
 
 from hypersdk.vsphere.connection import VCenterParams, thd_connect
+from tests.integration import libvirtd
 from tests.integration.vcsim import Vcsim
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_scratch_removed():
+    """What a module's fixtures made with libvirtd.scratch_dir goes when the module ends."""
+    with libvirtd.scratch_removed():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_scratch_removed():
+    """What a test made with libvirtd.scratch_dir goes when the test ends."""
+    with libvirtd.scratch_removed():
+        yield
 
 
 @pytest.fixture

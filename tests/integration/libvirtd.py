@@ -105,11 +105,28 @@ def _host_lock():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_SCRATCH: list[str] = []  # every scratch_dir made, oldest first, until remove_scratch
+
+
 def scratch_dir(prefix: str = "hypersdk-libvirt-") -> str:
-    """A temp directory qemu (user libvirt-qemu) can reach: pytest's tmp_path is 0700."""
+    """A temp directory qemu (user libvirt-qemu) can reach: pytest's tmp_path is 0700. It is removed
+    with the test or module that made it (tests/integration/conftest.py), or by ``remove_scratch``."""
     path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(path, 0o755)
+    _SCRATCH.append(path)
     return path
+
+
+@contextlib.contextmanager
+def scratch_removed():
+    """Remove the scratch directories made inside the block, whatever its outcome: a test run's disks
+    would otherwise fill the machine's /tmp (gigabytes a run)."""
+    made_before = len(_SCRATCH)
+    try:
+        yield
+    finally:
+        while len(_SCRATCH) > made_before:
+            shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
 
 
 def create_dir_pool(conn, name: str, path: str):

@@ -5,6 +5,7 @@ Twisted tests included, while the tests after it run."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,14 +69,47 @@ async def test_after_them_on_the_reactor():
 '''
 
 
-def session(tmp_path: Path, test: str, *args: str, env: dict = {}, ini: str = "", timeout: float = 120):
+SCRATCH = '''
+import json
+import pytest
+from pathlib import Path
+from tests.integration import libvirtd
+from tests.integration.conftest import _module_scratch_removed, _test_scratch_removed
+
+MADE = Path("made.json")
+
+def note(**paths):
+    MADE.write_text(json.dumps({**(json.loads(MADE.read_text()) if MADE.exists() else {}), **paths}))
+
+@pytest.fixture(scope="module")
+def shared():
+    path = libvirtd.scratch_dir("hypersdk-policy-module-")
+    note(module=path)
+    return path
+
+def test_a_failing_test_s_disk(shared, tmp_path):
+    note(failing=libvirtd.scratch_dir("hypersdk-policy-failing-"), failing_tmp=str(tmp_path))
+    assert False
+
+def test_a_passing_test_s_disk(shared, tmp_path):
+    note(passing=libvirtd.scratch_dir("hypersdk-policy-passing-"), passing_tmp=str(tmp_path))
+
+def test_after_them(shared):
+    made = json.loads(MADE.read_text())
+    assert Path(made["module"]).is_dir()  # still the module's
+    assert not Path(made["failing"]).exists() and not Path(made["passing"]).exists()
+'''
+
+
+def session(tmp_path: Path, test: str, *args: str, env: dict = {}, ini: str = "", timeout: float = 120,
+            pythonpath: str = str(REPO / "src")):
     """pytest on one test module, with this suite's conftest.py; (exit code, output)."""
     shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text(f"[pytest]\naddopts = -p no:cacheprovider\n{ini}")
     (tmp_path / "test_inner.py").write_text(test)
     clean = {k: v for k, v in os.environ.items() if k not in ("HYPERSDK_TEST_ALLOW_SKIP", "HYPERSDK_TEST_STORE")}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", *args, "test_inner.py"], cwd=tmp_path,
-                            env={**clean, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "250", **env},
+                            env={**clean, "PYTHONPATH": pythonpath, "COLUMNS": "250", **env},
                             capture_output=True, text=True, timeout=timeout)
     return result.returncode, result.stdout + result.stderr
 
@@ -121,6 +155,19 @@ def test_a_hung_child_fails_its_own_test_at_the_deadline_and_the_next_tests_run(
     for pid in left:
         os.kill(pid, 9)
     assert left == []  # both children went with their tests
+
+
+def test_a_run_leaves_no_disks_behind_but_a_failed_test_s_own_directory(tmp_path):
+    retention = "\n".join(line for line in (REPO / "pyproject.toml").read_text().splitlines()
+                          if line.startswith("tmp_path_retention"))  # the suite's own settings
+    base = tmp_path / "base"
+    code, out = session(tmp_path, SCRATCH, f"--basetemp={base}", ini=retention.replace('"', ""),
+                        pythonpath=f"{REPO / 'src'}:{REPO}")
+    assert code == 1 and "1 failed, 2 passed" in out, out
+    made = json.loads((tmp_path / "made.json").read_text())
+    assert [name for name in ("module", "failing", "passing") if Path(made[name]).exists()] == []
+    assert Path(made["failing_tmp"]).is_dir()  # kept for a look at what failed
+    assert not Path(made["passing_tmp"]).exists()
 
 
 def processes_naming(mark: str) -> list[int]:
