@@ -179,6 +179,28 @@ def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_s
         libvirtd.remove_domain(libvirt_uri, source.name)
 
 
+def test_a_cancel_during_the_cutover_powers_the_source_on_again_and_leaves_no_target(
+        tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        powered_on(source)
+        job_id = d.submit(definition_with(source, capped, out, libvirt_uri,
+                                          {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
+                                          cutover_at="2000-01-01T00:00:00Z"))
+        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120, "the boot check after the cutover")
+        assert source.vm.runtime.powerState == "poweredOff"
+        assert d.post("/jobs/cancel", {"job_ids": [job_id]}).status_code == 200
+        job = d.wait_finished(job_id, 60)
+        assert job["status"] == "cancelled", job
+        assert source.vm.runtime.powerState == "poweredOn" and snapshots_of(capped_si, source) == []
+        assert f"source {source.name} powered on again" in " ".join(history(d, job_id)), history(d, job_id)
+        conn = libvirt.open(libvirt_uri)
+        try:
+            assert source.name not in [dom.name() for dom in conn.listAllDomains()]
+        finally:
+            conn.close()
+        assert list(out.iterdir()) == []
+
+
 def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapshots_of_its_own(
         tmp_path, capped, capped_si):
     with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):

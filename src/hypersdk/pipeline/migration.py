@@ -259,9 +259,13 @@ class MigrationPipeline:
             await run.final_pass()
             delivered = await self._deliver(job, vm, params, host, destination, domain, planned, sources, copying)
         except BaseException as e:  # the source was (being) switched off: it comes back, whatever happened
-            if not isinstance(e, (JobLost, Suspended)):
-                raise await run.roll_back(e) from e
-            raise
+            if isinstance(e, (JobLost, Suspended)):
+                raise
+            rolled_back = await run.roll_back(e)
+            if isinstance(e, CancelledError) and job.suspending is None:  # the user's cancel: still a cancel
+                job.reporter.note(rolled_back.message)
+                raise
+            raise rolled_back from e
         return {**self._result(job, delivered, planned, sources, prepared, copying),
                 "downtime_seconds": run.downtime(), "passes": run.listed()}
 

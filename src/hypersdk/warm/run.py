@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Optional, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from ..errors import HyperSDKError, UpstreamTimeout
@@ -153,7 +153,10 @@ class WarmRun:
 
     async def roll_back(self, cause: BaseException) -> RolledBack:
         """Power the source on again; the error the job fails with (the cause's, saying so)."""
-        why = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+        if isinstance(cause, CancelledError):
+            why = "cancelled"
+        else:
+            why = getattr(cause, "message", None) or str(cause) or type(cause).__name__
         if why.startswith("rolled back: "):
             why = why[len("rolled back: "):]
         try:

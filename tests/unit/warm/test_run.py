@@ -4,7 +4,7 @@ cutover_at, the next pass announced, and the rollback's words."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import ensureDeferred, fail, succeed
+from twisted.internet.defer import CancelledError, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 
 from hypersdk.errors import HyperSDKError, UpstreamTimeout
@@ -125,4 +125,12 @@ def test_the_rollback_powers_the_source_on_keeps_what_the_failure_gave_and_says_
     rolled = result_of(ensureDeferred(run.roll_back(cause)))
     assert rolled.message == "rolled back: the guest failed to boot; source web powered on again"
     assert rolled.result == {"boot_check": {"passed": False}} and rolled.keep_destination is True
+    assert run._vm.calls[-1] == "power on" and leftovers.recorded == []
+
+
+def test_a_cancel_after_the_switch_off_is_rolled_back_as_a_cancel():
+    run, _, _, _, leftovers = warm_run(WarmOption())
+    result_of(ensureDeferred(run.switch_off()))
+    rolled = result_of(ensureDeferred(run.roll_back(CancelledError())))
+    assert rolled.message == "rolled back: cancelled; source web powered on again"
     assert run._vm.calls[-1] == "power on" and leftovers.recorded == []
