@@ -396,6 +396,45 @@ def test_a_node_with_another_key_file_is_refused_at_start_and_no_job_fails(tmp_p
             destroy_vm(si.RetrieveContent().searchIndex.FindByInventoryPath(f"DC0/vm/{name}"))
 
 
+def test_a_warm_job_whose_node_is_lost_during_a_pass_goes_on_from_its_change_id_on_the_other_node(
+        tmp_path, postgres, capped, capped_si):
+    from tests.integration.test_warm import guest_disk, passes, same_disk, snapshots_of, warm_definition, powered_on
+
+    uri = libvirtd.ensure_libvirtd()
+    libvirtd.ensure_bridge()
+    source = powered_on(Source(capped_si, capped, tmp_path, 160 * MiB))
+    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
+    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    snapshot = None
+    try:
+        job_id = nodes[0].submit(warm_definition(source, capped, out, uri, precopy_interval="3s"))
+        snapshot = f"hypersdk-{job_id}"
+        nodes[1].wait_job(job_id, lambda j: len(passes(j)) >= 1, 120, "the first pass")
+        capped.guest_write(source.name, 0, 20 * MiB, 64 * MiB, 7)  # the second pass reads 64 MiB: 4 s at 16 MiB/s
+        wait_for(lambda: snapshots_of(capped_si, source) and len(passes(nodes[1].job(job_id))) == 1, 30,
+                 "the second pass under way")
+        victim = next(node for node in nodes if node.config["node_name"] == nodes[1].job(job_id)["node"])
+        survivor = next(node for node in nodes if node is not victim)
+        victim.kill()
+        assert snapshots_of(capped_si, source) == [snapshot]  # what the lost node left
+        job = survivor.wait_job(job_id, lambda j: j["node"] == survivor.config["node_name"] and len(passes(j)) >= 2,
+                                120, "the pass resumed on the other node")
+        resumed = passes(job)[1]
+        assert resumed["full"] is False and resumed["changed_bytes"] >= 64 * MiB, passes(job)  # from the changeId
+        assert any(h["message"].startswith(f"removed 1 snapshot(s) {snapshot} an interrupted pass left")
+                   for h in survivor.job(job_id)["history"]), survivor.job(job_id)["history"]
+        assert survivor.post(f"/jobs/{job_id}/cutover").status_code == 202
+        job = survivor.wait_finished(job_id, 120)
+        assert job["status"] == "completed" and job["node"] == survivor.config["node_name"], job["error"]
+        assert snapshots_of(capped_si, source) == []
+        assert same_disk(guest_disk(capped, source, tmp_path / "guest.raw"), output_file(out, source.name))
+    finally:
+        for each in nodes:
+            each.close()
+        libvirtd.remove_domain(uri, source.name)
+        destroy_vm(source.vm)
+
+
 def test_a_warm_job_whose_node_is_lost_during_the_cutover_has_its_source_powered_on_by_the_node_that_takes_it(
         tmp_path, postgres, capped, capped_si):
     from tests.integration.test_warm import definition_with, powered_on
