@@ -69,9 +69,10 @@ class ScriptedPipeline:
     def stop(self):
         pass
 
-    def run(self, spec, job_id, reporter):
+    def run(self, spec, job_id, reporter, slot):
         reporter.stage_started("connecting")
         run = ScriptedRun(spec, job_id, reporter, self._clock, self._cleanup_seconds)
+        run.slot = slot  # the test gives it back and takes it again as a warm job between passes does
         self.runs[job_id] = run
         self.started.append(job_id)
         return run.deferred

@@ -16,7 +16,7 @@ from tests.integration import libvirtd
 from tests.integration.test_transfer import Source, copying, output_file
 from tests.integration.polling import wait_for
 from tests.integration.receiver import Receiver
-from tests.integration.vcsim import MiB, wait_task
+from tests.integration.vcsim import MiB, destroy_vm, wait_task
 
 SIZE = 160 * MiB
 
@@ -199,6 +199,25 @@ def test_a_cancel_during_the_cutover_powers_the_source_on_again_and_leaves_no_ta
         finally:
             conn.close()
         assert list(out.iterdir()) == []
+
+
+def test_a_warm_job_between_passes_leaves_its_worker_slot_to_a_cold_job(tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE, {"worker_count": 1}) as (d, source, out):
+        powered_on(source)
+        warm_id = d.submit(warm_definition(source, capped, out, libvirt_uri, precopy_interval="1h"))
+        d.wait_job(warm_id, lambda j: len(passes(j)) == 1 and j["progress"]["next_pass_at"], 60, "the first pass")
+        assert d.get("/status").json()["active_workers"] == 0  # the warm job waits an hour: its slot is free
+        cold = Source(capped_si, capped, tmp_path, SIZE)
+        try:
+            cold_job = d.wait_finished(d.submit(cold.definition(capped, str(out))), 120)
+            assert cold_job["status"] == "completed", cold_job["error"]
+            assert d.job(warm_id)["progress"]["stage"] == "precopy"
+        finally:
+            destroy_vm(cold.vm)
+        assert d.post(f"/jobs/{warm_id}/cutover").status_code == 202  # it takes a slot again for the cutover
+        job = d.wait_finished(warm_id, 120)
+        assert job["status"] == "completed", job["error"]
+        libvirtd.remove_domain(libvirt_uri, job["result"]["domain_name"])
 
 
 def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapshots_of_its_own(

@@ -25,6 +25,7 @@ from .model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, Job
 from .elsewhere import running_elsewhere, until_ended, why_not_cancellable
 from .progress import ProgressReporter
 from .progress_writes import ProgressWriter
+from .slots import JobSlot, WorkerSlots
 
 # A job interrupted in these stages goes back to the queue and resumes from its checkpoints.
 RESUMABLE_STAGES = ("precopy", "conversion", "verification")
@@ -35,8 +36,9 @@ STOP_WAIT_SECONDS = 20.0
 
 
 class Pipeline(Protocol):
-    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
-        """Migrate; fire with the result dict. Cancelling must stop and clean up."""
+    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot: JobSlot) -> Deferred:
+        """Migrate; fire with the result dict. Cancelling must stop and clean up. A job that waits for
+        long (between warm passes) gives its worker ``slot`` back meanwhile."""
 
     async def preflight(self, spec: JobSpec) -> None:
         """Raise InvalidField for a job that cannot succeed, when that is cheap to know at submit."""
@@ -80,7 +82,7 @@ class JobManager:
         self._pipeline = pipeline
         self._clock = clock
         self._bus = bus
-        self._worker_count = worker_count
+        self._slots = WorkerSlots(worker_count, self._fill)
         self._context = context
         self._jobs_per_vcenter = jobs_per_vcenter  # beyond it, a vCenter's jobs wait in the queue
         self._cancel_elsewhere = cancel_elsewhere  # asks the other nodes to cancel a job they run
@@ -204,8 +206,8 @@ class JobManager:
             "running_jobs": c[RUNNING],
             "completed_jobs": c[COMPLETED],
             "failed_jobs": c[FAILED],
-            "worker_count": self._worker_count,
-            "active_workers": len(self._running),
+            "worker_count": self._slots.count,
+            "active_workers": self._slots.busy(self._running),  # (not warm jobs between passes)
             "pending_jobs": c[PENDING],
             "cancelled_jobs": c[CANCELLED],
         }
@@ -323,7 +325,9 @@ class JobManager:
     # -- running ---------------------------------------------------------------
 
     def _fill(self) -> None:
-        """Start pending jobs while worker slots are free (one loop at a time)."""
+        """Give free worker slots to warm jobs waiting for their next pass, then start pending jobs
+        while slots are free (one loop at a time)."""
+        self._slots.hand_out(self._running)
         if self._filling:
             self._fill_again = True
             return
@@ -342,7 +346,7 @@ class JobManager:
             while True:
                 self._fill_again = False
                 while (not self._stopping and not self._paused and not self._fenced
-                       and len(self._running) < self._worker_count):
+                       and self._slots.free(self._running) > 0):
                     job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
                     if job is None:
                         break
@@ -382,7 +386,7 @@ class JobManager:
         try:
             secrets = await self._store.secrets(job_id)
             spec = parse_definition(with_secrets(run.job.definition, secrets), self._context)
-            result = await self._pipeline.run(spec, job_id, run.reporter)
+            result = await self._pipeline.run(spec, job_id, run.reporter, self._slots.of(job_id))
         except CancelledError:
             if run.cancel_reason == "shutdown":
                 outcome = (FAILED, f"interrupted: daemon stopped during {run.reporter.stage}", None)
@@ -432,6 +436,7 @@ class JobManager:
             )
         finally:
             del self._running[job_id]
+            self._slots.ended(job_id)
             self._moved(RUNNING, status)
             for waiter in run.waiters:
                 waiter.callback(status)
@@ -445,6 +450,7 @@ class JobManager:
         """A run whose job another node has taken over: it ends here without a write."""
         self.log.warn("job {job_id} was taken over by another node: this node stopped it", job_id=run.job.id)
         del self._running[run.job.id]  # (it still runs, elsewhere: the cluster's counts are unchanged)
+        self._slots.ended(run.job.id)
         self._give_up_if_unstorable()
         for waiter in run.waiters:
             waiter.callback(RUNNING)
@@ -457,6 +463,7 @@ class JobManager:
             job = await self._store.requeue(job_id, self._clock.seconds(), (RUNNING,), note)
         finally:
             del self._running[job_id]
+            self._slots.ended(job_id)
             self._moved(RUNNING, PENDING)
             for waiter in run.waiters:
                 waiter.callback(PENDING)

@@ -59,6 +59,7 @@ from .transfer.streams import StreamPool
 from .tools import Tools
 from .workfiles import thd_make_private_dir, thd_remove_secrets
 from ..vsphere.snapshots import snapshot_name
+from ..jobs.slots import HeldSlot, JobSlot
 from ..warm.precopy import Precopy, WarmDisk
 from ..warm.run import WarmRun
 from ..warm.source import VCenterVM
@@ -92,6 +93,7 @@ class _Job:
     work_dir: str
     seconds: Callable[[], float]
     leftovers: JobLeftovers
+    slot: JobSlot = field(factory=HeldSlot)  # its worker slot: given back between warm passes
     stage_seconds: dict = field(factory=dict)
     copying: Optional[Copying] = None
     suspending: Optional[str] = None  # why it is stopped from outside: a copy with checkpoints is kept to resume
@@ -169,17 +171,17 @@ class MigrationPipeline:
 
     # -- the job ---------------------------------------------------------------------
 
-    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> Deferred:
-        return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter))
+    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot=None) -> Deferred:
+        return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter, slot or HeldSlot()))
 
     def suspend(self, job_id: str, why: str) -> None:
         """The job is stopped from outside for ``why``: a copy with checkpoints keeps what it wrote, to resume."""
         if job_id in self._jobs:
             self._jobs[job_id].suspending = why
 
-    async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter) -> dict:
+    async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot) -> dict:
         job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds,
-                   JobLeftovers(self._leftovers, job_id, self._reactor.seconds))
+                   JobLeftovers(self._leftovers, job_id, self._reactor.seconds), slot)
         self._jobs[job_id] = job
         started = self._reactor.seconds()
         await self._thd(thd_make_private_dir, job.work_dir)
@@ -440,7 +442,7 @@ class MigrationPipeline:
                           seconds=self._reactor.seconds, note=job.reporter.note, quiesce=option.quiesce)
         return WarmRun(clock=self._reactor, precopy=precopy, vm=source_vm, vm_name=vm.name, option=option,
                        shutdown_timeout=self._config.pipeline.shutdown_timeout, reporter=job.reporter,
-                       note=job.reporter.note, leftovers=job.leftovers,
+                       note=job.reporter.note, leftovers=job.leftovers, slot=job.slot,
                        source_off=Leftover.source_off(params.where, job.spec.vm_path))
 
     async def _allocated(self, job: _Job, params: VCenterParams, vm: VmInfo, sources: list[DiskSource],

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from ..errors import HyperSDKError, UpstreamTimeout
 from ..jobs.definition import WarmOption
+from ..jobs.slots import HeldSlot
 from ..timefmt import rfc3339
 from ..pipeline.leftovers import Leftover
 from .precopy import Pass, Precopy
@@ -45,7 +46,8 @@ class WarmRun:
     log = Logger()
 
     def __init__(self, *, clock, precopy: Precopy, vm: SwitchableVM, vm_name: str, option: WarmOption,
-                 shutdown_timeout: float, reporter, note: Callable[[str], None], leftovers, source_off: Leftover):
+                 shutdown_timeout: float, reporter, note: Callable[[str], None], leftovers, source_off: Leftover,
+                 slot=None):
         self._clock = clock  # a reactor: seconds() and callLater()
         self._precopy = precopy
         self._vm = vm
@@ -56,6 +58,7 @@ class WarmRun:
         self._note = note
         self._leftovers = leftovers  # JobLeftovers
         self._source_off = source_off  # recorded before the switch-off: a crash then powers it on at the next start
+        self._slot = slot or HeldSlot()  # its worker slot: given back between passes
         # passes of an interrupted run of this job (restart, takeover) go on being listed and counted
         self._earlier = [dict(p) for p in reporter.progress.passes]
         self.passes: list[Pass] = []
@@ -82,10 +85,18 @@ class WarmRun:
                 next_at = min(next_at, self._option.cutover_at)
             self._reporter.update(next_pass_at=next_at)  # (published with the note: a note is not held back)
             self._record(done, f"; the next at {rfc3339(next_at)} or at the cutover")
+            self._slot.give_back()  # nothing to do until then: the node may run another job meanwhile
             await self._sleep_until(next_at)
             self._reporter.update(next_pass_at=None)
+            await self._take_slot_back()
             if self._cutover_due():
                 return
+
+    async def _take_slot_back(self) -> None:
+        taking = self._slot.take_back()
+        if not taking.called:
+            self._reporter.update(message="waiting for a free worker slot (every one is busy)")
+        await taking
 
     def _cutover_due(self) -> bool:
         at = self._option.cutover_at

@@ -85,7 +85,7 @@ def test_password_is_never_returned(api):
 
 
 def test_job_object_has_progress_and_error_always(api):
-    api.h.manager._worker_count = 0  # keep it pending
+    api.h.manager._slots.count = 0  # keep it pending
     job_id = api.post("/jobs/submit", definition()).json()["job_id"]
     job = api.get(f"/jobs/{job_id}").json()
     assert job["status"] == PENDING
@@ -137,7 +137,7 @@ def test_bad_queries_are_400(api, body, error):
 
 
 def test_cancel_by_id_and_status(api):
-    api.h.manager._worker_count = 1
+    api.h.manager._slots.count = 1
     ids = api.post("/jobs/submit", [definition() for _ in range(3)]).json()["job_ids"]
     body = api.post("/jobs/cancel", {"job_ids": [ids[0], "ghost"], "status": "pending"}).json()
     assert body["message"] == "jobs cancelled successfully"

@@ -328,3 +328,29 @@ def test_a_job_claimed_while_the_orphan_sweep_reads_the_store_is_not_sent_back_t
     result_of(sweeping)
     assert h.pipeline.started == [job_id] and h.status(job_id) == RUNNING
     assert not any("never started" in entry.message for entry in result_of(h.store.history(job_id)))
+
+
+def test_a_warm_job_between_passes_holds_no_worker_slot_and_takes_one_back_before_pending_jobs():
+    h = Harness(workers=1).start()
+    warm, cold, later = h.submit(3)
+    assert h.pipeline.started == [warm]
+    h.pipeline.runs[warm].slot.give_back()  # waiting for its next pass
+    assert h.pipeline.started == [warm, cold] and h.manager.status()["active_workers"] == 1
+    taking = h.pipeline.runs[warm].slot.take_back()  # its next pass is due: the one slot is busy
+    assert not taking.called
+    h.pipeline.runs[cold].complete()
+    assert taking.called and h.pipeline.started == [warm, cold]  # the warm job first, then the queue
+    assert h.status(later) == PENDING and h.manager.status()["active_workers"] == 1
+    h.pipeline.runs[warm].complete()
+    assert h.pipeline.started == [warm, cold, later]
+
+
+def test_a_warm_job_cancelled_while_it_waits_for_a_slot_leaves_the_slot_to_the_queue():
+    h = Harness(workers=1).start()
+    warm, cold, later = h.submit(3)
+    h.pipeline.runs[warm].slot.give_back()
+    h.pipeline.runs[warm].slot.take_back()
+    result_of(h.manager.cancel([warm], []))
+    assert h.status(warm) == CANCELLED and h.pipeline.started == [warm, cold]
+    h.pipeline.runs[cold].complete()
+    assert h.pipeline.started == [warm, cold, later]

@@ -4,7 +4,7 @@ cutover_at, the next pass announced, and the rollback's words."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import CancelledError, ensureDeferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 
 from hypersdk.errors import HyperSDKError, UpstreamTimeout
@@ -73,13 +73,27 @@ class Leftovers:
         return succeed(None)
 
 
-def warm_run(option, vm=None):
+class Slot:
+    """A worker slot that the test hands back when it wants."""
+
+    def __init__(self):
+        self.held, self.taking = True, None
+
+    def give_back(self):
+        self.held = False
+
+    def take_back(self):
+        self.taking = Deferred()
+        return self.taking
+
+
+def warm_run(option, vm=None, slot=None):
     clock = Clock()
     clock.advance(1000)
     notes, reporter, leftovers = [], Reporter(), Leftovers()
     run = WarmRun(clock=clock, precopy=FakePrecopy(clock), vm=vm or FakeVM(), vm_name="web", option=option,
                   shutdown_timeout=300, reporter=reporter, note=notes.append, leftovers=leftovers,
-                  source_off=Leftover.source_off("vc:443", "DC0/vm/web"))
+                  source_off=Leftover.source_off("vc:443", "DC0/vm/web"), slot=slot)
     return run, clock, notes, reporter, leftovers
 
 
@@ -134,3 +148,19 @@ def test_a_cancel_after_the_switch_off_is_rolled_back_as_a_cancel():
     rolled = result_of(ensureDeferred(run.roll_back(CancelledError())))
     assert rolled.message == "rolled back: cancelled; source web powered on again"
     assert run._vm.calls[-1] == "power on" and leftovers.recorded == []
+
+
+def test_between_passes_the_worker_slot_is_given_back_and_the_next_pass_waits_to_take_one():
+    slot = Slot()
+    run, clock, _, reporter, _ = warm_run(WarmOption(precopy_interval=600), slot=slot)
+    waiting = ensureDeferred(run.precopy())
+    assert run._precopy.numbers == [1] and slot.held is False and slot.taking is None
+    clock.advance(600)  # the next pass is due, and every slot is busy
+    assert run._precopy.numbers == [1] and slot.taking is not None
+    assert {"message": "waiting for a free worker slot (every one is busy)"} in reporter.updates
+    slot.taking.callback(None)
+    assert run._precopy.numbers == [1, 2]
+    run.request_cutover()
+    assert not waiting.called  # the cutover needs a slot too
+    slot.taking.callback(None)
+    result_of(waiting)
