@@ -62,8 +62,8 @@ class Source:
         self.vm.ShutdownGuest()
         wait_for(lambda: self.vm.runtime.powerState == "poweredOff", 10, "guest shutdown")
 
-    def snapshot(self, name: str = "warm") -> vim.vm.Snapshot:
-        return wait_task(self.vm.CreateSnapshot_Task(name=name, memory=False, quiesce=True))
+    def snapshot(self, name: str = "warm", quiesce: bool = False) -> vim.vm.Snapshot:
+        return wait_task(self.vm.CreateSnapshot_Task(name=name, memory=False, quiesce=quiesce))
 
     def remove(self, snapshot: vim.vm.Snapshot) -> None:
         # (the simulator's RemoveSnapshot task names the snapshot as its entity, which pyvmomi refuses
@@ -309,3 +309,16 @@ def test_removing_all_snapshots_merges_every_delta_into_the_base(sim, source):
     wait_task(source.vm.RemoveAllSnapshots_Task())
     source.shutdown()
     assert sim.folder_get(source.flat, 0, 3 * 4096)[1] == b"\x01" * 4096 + b"\x02" * 4096 + b"\xab" * 4096
+
+
+def test_a_quiesced_snapshot_needs_vmware_tools_running_and_each_creation_is_listed(sim, source):
+    source.power_on()
+    with pytest.raises(vim.fault.ToolsUnavailable, match="VMware Tools is not running"):
+        source.snapshot("q1", quiesce=True)
+    assert properties(source.si, source.vm, vim.VirtualMachine, "snapshot").get("snapshot") is None
+    sim.guest_tools(source.name, True)
+    assert source.vm.guest.toolsRunningStatus == "guestToolsRunning"
+    source.remove(source.snapshot("q2", quiesce=True))
+    source.remove(source.snapshot("plain"))
+    assert sim.snapshots_created(source.name) == [{"name": "q2", "quiesced": True},
+                                                  {"name": "plain", "quiesced": False}]

@@ -220,6 +220,27 @@ def test_a_warm_job_between_passes_leaves_its_worker_slot_to_a_cold_job(tmp_path
         libvirtd.remove_domain(libvirt_uri, job["result"]["domain_name"])
 
 
+def test_quiesce_needs_vmware_tools_in_the_guest_and_then_every_pass_s_snapshot_is_quiesced(
+        tmp_path, capped, capped_si, libvirt_uri):
+    with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
+        powered_on(source)  # (the simulator's VMs run no VMware Tools)
+        refused = d.wait_finished(d.submit(warm_definition(source, capped, out, libvirt_uri, quiesce=True)), 60)
+        assert refused["status"] == "failed", refused
+        assert refused["error"] == (f"precopy: cannot take a quiesced snapshot of VM {source.name}: VMware Tools are"
+                                    " not running in the guest (start them, or set options.warm.quiesce to false)")
+        assert source.vm.runtime.powerState == "poweredOn" and snapshots_of(capped_si, source) == []
+        capped.guest_tools(source.name, True)
+        job_id = d.submit(warm_definition(source, capped, out, libvirt_uri, quiesce=True, precopy_interval="1s"))
+        d.wait_job(job_id, lambda j: len(passes(j)) >= 2, 60, "two passes")
+        assert d.post(f"/jobs/{job_id}/cutover").status_code == 202
+        job = d.wait_finished(job_id, 120)
+        assert job["status"] == "completed", job["error"]
+        made = capped.snapshots_created(source.name)
+        assert len(made) == len(job["result"]["passes"]) - 1  # one per pass but the final one (the source is off)
+        assert made == [{"name": f"hypersdk-{job_id}", "quiesced": True}] * len(made)
+        libvirtd.remove_domain(libvirt_uri, job["result"]["domain_name"])
+
+
 def test_warm_is_refused_at_submit_for_a_powered_off_source_and_one_with_snapshots_of_its_own(
         tmp_path, capped, capped_si):
     with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):

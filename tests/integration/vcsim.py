@@ -276,6 +276,19 @@ class Vcsim:
         query = urllib.parse.urlencode({"vm": vm_name, "disk": disk, "offset": offset, "length": length})
         return self._call(urllib.request.Request(f"{self._base_url()}/guest/read?{query}"))
 
+    def guest_tools(self, vm_name: str, running: bool) -> None:
+        """Start or stop VMware Tools in the guest of ``vm_name`` (a quiesced snapshot needs them)."""
+        request = urllib.request.Request(f"{self._base_url()}/guest/tools", method="POST",
+                                         data=json.dumps({"vm": vm_name, "running": running}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        self._call(request)
+
+    def snapshots_created(self, vm_name: str) -> list[dict]:
+        """Every snapshot created of ``vm_name`` since the simulator started, oldest first: {name, quiesced}
+        (refused ones are not listed)."""
+        query = urllib.parse.urlencode({"vm": vm_name})
+        return json.loads(self._call(urllib.request.Request(f"{self._base_url()}/snapshots/created?{query}")))
+
     def folder_get(self, path: str, start: Optional[int] = None, length: Optional[int] = None,
                    datastore: str = "LocalDS_0") -> tuple[int, bytes]:
         """(status, body) of a GET of ``/folder/<path>`` (e.g. ``"vm1/vm1-flat.vmdk"``), a range when

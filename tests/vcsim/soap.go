@@ -42,6 +42,12 @@ func (w *warm) handler(next http.Handler) http.Handler {
 		case r.URL.Path == "/guest/read" && r.Method == http.MethodGet:
 			w.guestRead(rw, r)
 			return
+		case r.URL.Path == "/guest/tools" && r.Method == http.MethodPost:
+			w.guestTools(rw, r)
+			return
+		case r.URL.Path == "/snapshots/created" && r.Method == http.MethodGet:
+			w.snapshotsCreated(rw, r)
+			return
 		case r.URL.Path == "/sdk" && r.Method == http.MethodPost:
 			w.sdk(rw, r, next)
 			return
@@ -100,6 +106,15 @@ func (w *warm) sdk(rw http.ResponseWriter, r *http.Request, next http.Handler) {
 	if !followed[method.Name] {
 		next.ServeHTTP(rw, r)
 		return
+	}
+	if method.Name == "CreateSnapshot_Task" {
+		if probe := authorized(r, next); probe.Code != http.StatusOK {
+			copyResponse(rw, probe)
+			return
+		}
+		if w.createSnapshot(rw, method) {
+			return
+		}
 	}
 	vmRef := method.This
 	if vmRef.Type == "VirtualMachineSnapshot" {

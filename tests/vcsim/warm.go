@@ -25,6 +25,7 @@ type warm struct {
 	lockBuiltin bool
 	builtin     map[types.ManagedObjectReference]bool // the model's own VMs (see -lock-builtin-vms)
 	vms         map[types.ManagedObjectReference]*vmState
+	created     map[string][]createdSnapshot // by VM name: every snapshot created (quiesce.go)
 }
 
 type vmState struct {
@@ -68,6 +69,7 @@ func newWarm(deltaDir string, maxExtents int, lockBuiltin bool) *warm {
 	w := &warm{
 		deltaDir: deltaDir, maxExtents: maxExtents, lockBuiltin: lockBuiltin,
 		builtin: map[types.ManagedObjectReference]bool{}, vms: map[types.ManagedObjectReference]*vmState{},
+		created: map[string][]createdSnapshot{},
 	}
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		w.builtin[e.Reference()] = true

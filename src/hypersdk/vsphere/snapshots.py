@@ -9,6 +9,7 @@ answer is still found and removed.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 from pyVmomi import vim, vmodl
@@ -65,10 +66,25 @@ def thd_create_snapshot(si: vim.ServiceInstance, vm: vim.VirtualMachine, name: s
     """A snapshot without memory; the guest's file systems quiesced first when asked (VMware Tools)."""
     with upstream_errors(where(si)):
         called = vm_name(vm, vm_properties(si, vm))
-        with vm_faults(called, "snapshot"):
+        with vm_faults(called, "snapshot"), _quiesce_faults(called, quiesce):
             task = vm.CreateSnapshot_Task(name=name, description="hypersdk warm migration pass: removed after it",
                                           memory=False, quiesce=quiesce)
             return thd_wait_task(si, task, timeout, what=f"snapshot of VM {called}")
+
+
+@contextmanager
+def _quiesce_faults(called: str, quiesce: bool) -> Iterator[None]:
+    """A quiesced snapshot that failed for want of a guest that can quiesce: what to do about it."""
+    try:
+        yield
+    except vim.fault.ToolsUnavailable:
+        if not quiesce:
+            raise
+        raise errors.Conflict(f"cannot take a quiesced snapshot of VM {called}: VMware Tools are not running in"
+                              " the guest (start them, or set options.warm.quiesce to false)") from None
+    except (vim.fault.FilesystemQuiesceFault, vim.fault.ApplicationQuiesceFault) as e:
+        raise errors.Conflict(f"the guest of VM {called} could not quiesce for a snapshot: {e.msg or type(e).__name__}"
+                              " (set options.warm.quiesce to false for crash-consistent snapshots)") from None
 
 
 def thd_remove_snapshots_named(si: vim.ServiceInstance, vm: vim.VirtualMachine, name: str, timeout: float) -> int:
