@@ -73,7 +73,7 @@ def boots(tmp_path_factory, sim, si):
             path = create_guest_vm(si, sim, name, image, controller=controller, nic=nic,
                                    mac=f"00:50:56:3a:{n:02x}:01", slot=slot, writable=case in WARM)
             options = {"conversion_method": method, "network_mapping": {"*": bridge},
-                       "boot_check": {"ready_pattern": MARKER, **({"timeout": 150} if case == "virtio" else {})}}
+                       "boot_check": {"ready_pattern": MARKER, **({"timeout": 400} if case == "virtio" else {})}}
             if models:
                 options["device_models"] = models
             if case in WARM:
