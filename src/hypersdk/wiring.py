@@ -35,7 +35,7 @@ from .jobs.manager import RESUMABLE_STAGES, JobManager
 from .logs import build_observer
 from .metrics.registry import Metrics
 from .notify import Notifier
-from .pipeline import build_pipeline
+from .pipeline.migration import MigrationPipeline
 from .pipeline.appliance import appliance_probe
 from .schedules.scheduler import Scheduler
 from .service import HyperSDKService
@@ -68,8 +68,7 @@ def build_service(config: Config, reactor, *, listen: str, cwd: str) -> HyperSDK
     appliance = appliance_probe(reactor, work_root=os.path.join(cwd, config.pipeline.work_dir),
                                 forced=config.pipeline.libguestfs_force_tcg,
                                 kill_grace=config.pipeline.process_kill_grace, vddk_libdir=config.vddk.libdir)
-    pipeline = build_pipeline(config, reactor, cwd=cwd, vsphere=vsphere, store=store, confirm=fence.confirm,
-                              appliance=appliance)
+    pipeline = MigrationPipeline(reactor, config, cwd, vsphere, store, confirm=fence.confirm, appliance=appliance)
     context = SubmitContext(vcenter_urls={name: vc.url for name, vc in config.vcenters.items()},
                             method_problem=pipeline.method_problem, inspection_problem=pipeline.inspection_problem)
     manager = JobManager(store, pipeline, reactor, bus, config.worker_count, context,

@@ -24,7 +24,7 @@ from twisted.internet.defer import succeed
 
 from hypersdk.pipeline.process import ProcessRunner
 from hypersdk.pipeline.transfer.engine import DiskCopy, StreamSource, TransferFailed, worker_argv, worker_env
-from hypersdk.pipeline.transfer.copier import zero_hash
+from hypersdk.pipeline.transfer.worker import zero_hash
 from hypersdk.pipeline.transfer.plan import area_pieces, area_work, chunks
 from hypersdk.store.checkpoints import ChunkRecord
 from hypersdk.pipeline.transfer.worker import chunk_hash

@@ -17,7 +17,6 @@ caller knows what changed), and ``save_change_id`` keeps the changeId of the sou
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Callable, Mapping, Optional, Sequence
 
 from attrs import Factory, define, field
@@ -31,7 +30,7 @@ from ..progress import RateMeter
 from .engine import DiskCopy, StreamSource, TargetFile, target_spec, verify_chunks, zero_extents
 from .plan import (AreaWork, Chunk, Piece, SourceIdentity, area_pieces, area_work, bytes_done, chunks, remaining,
                    zero_chunks)
-from .worker import chunk_hash
+from .worker import zero_hash
 
 log = Logger()
 
@@ -284,9 +283,3 @@ def _thd_empty_file(path: str, size: int) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
-
-
-@lru_cache(maxsize=8)
-def zero_hash(length: int) -> str:
-    """The hash verification computes for a chunk of zeros of ``length`` bytes."""
-    return chunk_hash(bytes(length))

@@ -28,6 +28,8 @@ file and the range, what to do, and, for a copy, that its checkpointed chunks ar
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import http.client
 import json
@@ -55,6 +57,12 @@ AUTH_WAIT = 120.0  # seconds to wait for a renewed cookie
 
 def chunk_hash(data) -> str:
     return xxhash.xxh3_128_hexdigest(data)
+
+
+@functools.lru_cache(maxsize=16)
+def zero_hash(length: int) -> str:
+    """The hash of ``length`` zeros, computed once: a disk's free space is mostly chunks of zeros."""
+    return chunk_hash(bytes(length))
 
 
 class Fatal(Exception):
@@ -116,6 +124,7 @@ class Source:
         self._rate = spec.get("stream_rate")  # bytes per second, or None
         self._tls = spec.get("tls", {})
         self._conn = None
+        self._cookie = None  # read again after vCenter refuses it (the daemon writes a new one)
 
     def _connect(self):
         if not self._https:
@@ -133,20 +142,23 @@ class Source:
 
     def cookie(self) -> str:
         with open(self._cookie_file, encoding="utf-8") as f:
-            return f.read().strip()
+            self._cookie = f.read().strip()
+        return self._cookie
 
     def read_into(self, buffer: memoryview, offset: int) -> None:
         """The disk's bytes ``offset .. offset+len(buffer)`` into ``buffer``."""
         start = self._offset + offset
-        cookie = self.cookie()
+        cookie = self._cookie or self.cookie()
         headers = {"Cookie": cookie, "Range": f"bytes={start}-{start + len(buffer) - 1}"}
         try:
             if self._conn is None:
                 self._conn = self._connect()
             self._conn.request("GET", self._target, headers=headers)
+            sock = self._conn.sock  # (before the answer: one that closes the connection takes it from there)
             response = self._conn.getresponse()
             if response.status in (401, 403):
                 response.read()
+                self._cookie = None
                 raise AuthRefused(response.status, cookie)
             if response.status >= 500:
                 response.read()
@@ -154,7 +166,7 @@ class Source:
             if response.status != 206:
                 raise Fatal("source", f"the datastore answered HTTP {response.status} to a range request"
                             + (" (it serves no byte ranges)" if response.status == 200 else ""))
-            self._read_body(response, buffer)
+            self._read_body(response, sock, buffer)
         except (OSError, http.client.HTTPException) as e:
             self.close()
             raise Retry(f"{type(e).__name__}: {e}") from None
@@ -162,18 +174,30 @@ class Source:
             self.close()
             raise
 
-    def _read_body(self, response, buffer: memoryview) -> None:
+    def _read_body(self, response, sock, buffer: memoryview) -> None:
+        """The body into ``buffer``. An answer of the range's length (the usual one) is read from the
+        socket itself once http.client's reader has given what it holds past the headers: http.client's
+        layers of Python calls for each TLS record (16 KiB) cost a third of the read's CPU
+        (benchmarks/transfer.py, part G). Any other (chunked, or not the range's length) goes through
+        http.client, which says what is wrong with it."""
+        direct = response.length == len(buffer)
+        read = response.fp.readinto1 if direct else response.readinto
         got, started = 0, time.monotonic()
         while got < len(buffer):
-            n = response.readinto(buffer[got:got + (1 << 20)])
+            n = read(buffer[got:got + (1 << 20)])
             if not n:
                 raise Retry(f"the response ended after {got} of {len(buffer)} bytes")
             got += n
+            if direct:
+                read = sock.recv_into  # (the socket, even if http.client closed its side: "Connection: close")
             if self._rate:  # hold this stream to its share of the cap
                 ahead = started + got / self._rate - time.monotonic()
                 if ahead > 0:  # (read once: a second reading could be negative, which sleep refuses)
                     time.sleep(ahead)
-        if response.read(1):
+        if direct:
+            response.length = 0  # read whole, here: the connection takes the next request
+            response.close()
+        elif response.read(1):
             raise Retry("the response is longer than the range asked for")
 
     def close(self) -> None:
@@ -360,13 +384,18 @@ class Copy:
                     spans = self._fetch_pieces(source, chunk, view, area, memoryview(zeros))
                 is_zero = buffer.startswith(zeros if length == largest else zeros[:length])
                 for begin, stop in spans:
+                    if is_zero:  # (not scanned again by blocks)
+                        if not self.fresh:
+                            self.target.zero(offset + begin, stop - begin)
+                        continue
                     for start, end, data in runs(buffer, stop, begin=begin):  # zero blocks stay holes in a fresh target
                         if data:
                             self.target.write(view[start:end], offset + start)
                         elif not self.fresh:
                             self.target.zero(offset + start, end - start)
+                digest = zero_hash(length) if is_zero else chunk_hash(view)
                 with self.lock:
-                    self.written.append({"chunk": index, "hash": chunk_hash(view), "zero": is_zero})
+                    self.written.append({"chunk": index, "hash": digest, "zero": is_zero})
         except Fatal as e:
             self._fail(e)
         except OSError as e:  # the target: full disk, qemu-nbd gone
@@ -480,7 +509,6 @@ def verify(spec: dict, out: Output) -> int:
 
     def check() -> None:
         buffer = memoryview(bytearray(largest))
-        zeros = bytes(largest)
         chunk = None
         try:
             while not failures:
@@ -491,9 +519,9 @@ def verify(spec: dict, out: Output) -> int:
                 index, offset, length = chunk.index, chunk.offset, chunk.length
                 view = buffer[:length]
                 if index in known_zero or target.hole(offset, length):
-                    view = memoryview(zeros)[:length]
-                else:
-                    target.read_into(view, offset)
+                    out(checked=index, hash=zero_hash(length))
+                    continue
+                target.read_into(view, offset)
                 out(checked=index, hash=chunk_hash(view))
         except OSError as e:
             failures.append(target_failure(e, _doing("reading", target.path, chunk)))
@@ -516,6 +544,7 @@ def verify(spec: dict, out: Output) -> int:
 def main() -> int:
     # argv (--job ID) only names the job for ps; everything else comes on stdin, secrets included
     spec = json.loads(sys.stdin.readline())
+    gc.freeze()  # what the imports made is never garbage: collections need not look at it again
     out = Output()
     socket.setdefaulttimeout(spec.get("timeout", 30))
     if spec["mode"] == "verify":
