@@ -24,9 +24,16 @@ F. An allocated-only copy (changed block tracking's allocated areas, a warm migr
    and into a qcow2, given the areas where the extent holds data (SEEK_DATA, 64 KiB-aligned), against
    the full copy of the same disk in the same run: bytes the simulator served, seconds, their ratio.
 
-Job times are the job's own (started_at to completed_at). Medians over --runs runs.
+G. The copy's CPU (issue 25), A's disk: the whole machine's busy CPU (/proc/stat: the simulator's TLS
+   encryption is in both) during the job's copy stage (4 streams, verify off; qcow2 through qemu-nbd,
+   and a raw file beside it) against curl's read of the same file to /dev/null, and the stage's wall
+   time against curl's. Goals: CPU <= 1.5 x curl's, wall <= 1.6 x. B adds its copy stage: <= 0.30 x one
+   nbdkit-curl stream.
 
-Usage: PYTHONPATH=src:. .venv/bin/python benchmarks/transfer.py [--runs 3] [--parts ABCDEF]
+Job times are the job's own (started_at to completed_at); a copy stage's is the job's
+``result.stage_seconds.conversion`` from the stage's first history line. Medians over --runs runs.
+
+Usage: PYTHONPATH=src:. .venv/bin/python benchmarks/transfer.py [--runs 3] [--parts ABCDEFG]
 """
 
 from __future__ import annotations
@@ -154,6 +161,50 @@ def run_job(daemon: Daemon, definition: dict) -> tuple[float, float, dict]:
     return when(job["completed_at"]) - when(job["started_at"]), cpu_seconds(daemon.process.pid) - cpu_before, job
 
 
+class MachineCPU:
+    """The machine's busy CPU seconds (all but idle and iowait, /proc/stat) sampled every 10 ms in a
+    thread, for the CPU of an interval known only afterwards (a job's stage, from its history)."""
+
+    def __init__(self):
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def busy() -> float:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self._samples.append((time.time(), self.busy()))
+
+    def __enter__(self) -> "MachineCPU":
+        self._samples.append((time.time(), self.busy()))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, moment: float) -> float:
+        """Busy seconds at ``moment`` (wall clock), interpolated between samples."""
+        for (t0, b0), (t1, b1) in zip(self._samples, self._samples[1:]):
+            if t0 <= moment <= t1:
+                return b0 + (b1 - b0) * (moment - t0) / (t1 - t0 or 1)
+        raise ValueError(f"no sample around {moment}")
+
+    def between(self, start: float, end: float) -> float:
+        return self.at(end) - self.at(start)
+
+
+def copy_stage(job: dict) -> tuple[float, float]:
+    """(start, end) of the job's copy stage ("conversion"), wall clock."""
+    start = min(when(h["at"]) for h in job["history"] if h["stage"] == "conversion")
+    return start, start + job["result"]["stage_seconds"]["conversion"]
+
+
 def empty(directory: Path) -> None:
     for f in directory.iterdir():
         f.unlink()
@@ -199,21 +250,60 @@ def figures_a(work: Path, runs: int) -> dict:
     return {k: statistics.median(v) for k, v in f.items()}
 
 
+def figures_g(work: Path, runs: int) -> dict:
+    bench = Bench(work, 2 * GiB, 1 * GiB)
+    out = work / "out-g"
+    out.mkdir()
+    (work / "dg").mkdir()
+    daemon = Daemon(work / "dg", {"worker_count": 1}).start()
+    f: dict[str, list[float]] = {k: [] for k in ("read", "read_cpu", "qcow2", "qcow2_cpu", "raw", "raw_cpu")}
+    try:
+        with MachineCPU() as cpu:
+            for run in range(runs):
+                subprocess.run(["cat", str(bench.extent)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+                started = time.time()
+                subprocess.run(["curl", "-sSfk", "-H", f"Cookie: {bench.cookie}", "-o", "/dev/null", bench.url],
+                               check=True, timeout=600)
+                ended = time.time()
+                time.sleep(0.05)  # (a sample after it)
+                f["read"].append(ended - started)
+                f["read_cpu"].append(cpu.between(started, ended))
+                for disk_format in ("qcow2", "raw"):
+                    definition = bench.definition(out, f"g-{run}-{disk_format}", False)
+                    definition["destination"]["disk_format"] = disk_format
+                    _, _, job = run_job(daemon, definition)
+                    job = daemon.get(f"/jobs/{job['id']}").json()  # (with its history)
+                    time.sleep(0.05)
+                    start, end = copy_stage(job)
+                    f[disk_format].append(end - start)
+                    f[f"{disk_format}_cpu"].append(cpu.between(start, end))
+                    empty(out)
+                print(f"G run {run + 1}: curl read {f['read'][-1]:.2f} s, {f['read_cpu'][-1]:.2f} CPU s; copy stage"
+                      f" qcow2 {f['qcow2'][-1]:.2f} s, {f['qcow2_cpu'][-1]:.2f} CPU s; raw {f['raw'][-1]:.2f} s,"
+                      f" {f['raw_cpu'][-1]:.2f} CPU s", flush=True)
+    finally:
+        daemon.close()
+        bench.close()
+    return {k: statistics.median(v) for k, v in f.items()}
+
+
 def figures_bc(work: Path, runs: int) -> dict:
     bench = Bench(work, 1 * GiB, 512 * MiB, stream_rate=64 * MiB)
     out = work / "out-b"
     out.mkdir()
     (work / "db").mkdir()
     daemon = Daemon(work / "db", {"worker_count": 1}).start()
-    f: dict[str, list[float]] = {"nbdkit": [], "job": [], "reread": []}
+    f: dict[str, list[float]] = {"nbdkit": [], "job": [], "copy": [], "reread": []}
     try:
         for run in range(runs):
             f["nbdkit"].append(bench.nbdkit_curl(work / "nbdkit.qcow2"))
             (work / "nbdkit.qcow2").unlink()
-            seconds, _, _ = run_job(daemon, bench.definition(out, f"b-{run}", False))
+            seconds, _, job = run_job(daemon, bench.definition(out, f"b-{run}", False))
             f["job"].append(seconds)
+            f["copy"].append(job["result"]["stage_seconds"]["conversion"])
             empty(out)
-            print(f"B run {run + 1}: nbdkit-curl {f['nbdkit'][-1]:.2f} s, job {f['job'][-1]:.2f} s", flush=True)
+            print(f"B run {run + 1}: nbdkit-curl {f['nbdkit'][-1]:.2f} s, job {f['job'][-1]:.2f} s, its copy stage"
+                  f" {f['copy'][-1]:.2f} s", flush=True)
         for run in range(runs):  # C: SIGKILL at 60 %, restart, how much is read again
             served_before = bench.served()
             job_id = daemon.submit(bench.definition(out, f"c-{run}", False))
@@ -422,7 +512,7 @@ def figures_f(work: Path, runs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--parts", default="ABCDEF", help="which figures: A and B/C need each other's goals")
+    parser.add_argument("--parts", default="ABCDEFG", help="which figures: A and B/C need each other's goals")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hypersdk-bench-", dir="/var/tmp"))
     try:
@@ -431,6 +521,7 @@ def main() -> None:
         d = figures_d(work, args.runs) if "D" in args.parts else None
         e = figures_e(work, args.runs) if "E" in args.parts else None
         f = figures_f(work, args.runs) if "F" in args.parts else None
+        g = figures_g(work, args.runs) if "G" in args.parts else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedians over {args.runs} runs")
@@ -450,6 +541,19 @@ def main() -> None:
         for name in ("raw", "qcow2"):
             print(f"  {name + ' file':28s} {f[name + '_areas']:7.2f} s / {f[name + '_full']:.2f} s"
                   f"  ({f[name + '_areas'] / f[name + '_full']:.2f})")
+    if g:
+        print("G. the copy stage's CPU, 2 GiB flat disk with 1 GiB of data, HTTPS, uncapped (machine CPU)")
+        print(f"  curl HTTPS read to nowhere   {g['read']:7.2f} s, {g['read_cpu']:.2f} CPU s")
+        for name in ("qcow2", "raw"):
+            print(f"  copy stage, {name:16s} {g[name]:7.2f} s, {g[name + '_cpu']:.2f} CPU s  (x {g[name] / g['read']:.2f}"
+                  f" and x {g[name + '_cpu'] / g['read_cpu']:.2f} curl's)")
+        print("\ngoals")
+        for name, value, limit in (("G copy CPU / curl's", g["qcow2_cpu"] / g["read_cpu"], 1.5),
+                                   ("G copy / curl read", g["qcow2"] / g["read"], 1.6)):
+            print(f"  {name:24s} {value:6.2f}  (goal <= {limit})  {'PASS' if value <= limit else 'MISS'}")
+    if bc and "B" in args.parts:
+        print(f"B. capped: copy stage / one nbdkit-curl stream {bc['copy'] / bc['nbdkit']:.2f}  (goal <= 0.3)"
+              f"  {'PASS' if bc['copy'] / bc['nbdkit'] <= 0.3 else 'MISS'}")
     if not (a and bc):
         return
     print("A. uncapped, 2 GiB flat disk with 1 GiB of data, HTTPS")
