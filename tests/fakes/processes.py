@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
 
-from hypersdk.pipeline.process import ProcessResult
+from hypersdk.pipeline.process import ProcessFailed, ProcessResult
 
 
 class FakeChild:
@@ -25,8 +25,8 @@ class FakeChild:
         """A line on the child's stdout."""
         self._on_output("stdout", line)
 
-    def exit(self, code: int = 0, signal=None) -> None:
-        self.result = ProcessResult(exit_code=code, signal=signal, stderr_tail=())
+    def exit(self, code: int = 0, signal=None, stderr: tuple[str, ...] = ()) -> None:
+        self.result = ProcessResult(exit_code=code, signal=signal, stderr_tail=stderr)
         for d in self._ended:
             d.callback(self.result)
 
@@ -40,9 +40,10 @@ class FakeChild:
 
 
 class FakeProcesses:
-    def __init__(self):
+    def __init__(self, starting=None):
         self.children: list[FakeChild] = []
         self.stopped: list[FakeChild] = []
+        self._starting = starting  # what a child waited for does when it starts: starting(child)
 
     def spawn(self, name, argv, env=(), on_output=None, cwd=None) -> FakeChild:
         child = FakeChild(name, argv, on_output)
@@ -55,6 +56,14 @@ class FakeProcesses:
         except CancelledError:
             await self.stop(child)
             raise
+
+    async def wait_for(self, child: FakeChild, ready, timeout, what):
+        if self._starting is not None:
+            self._starting(child)
+        if not ready():
+            if child.running:
+                raise AssertionError(f"{child.name} neither ready nor ended: the test says what it does")
+            raise ProcessFailed(child.result.describe(child.name))
 
     async def stop(self, child: FakeChild):
         if child.running:

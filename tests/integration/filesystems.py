@@ -18,10 +18,25 @@ from tests.integration.polling import wait_for
 @contextmanager
 def small_filesystem(size: int, prefix: str = "hypersdk-small-"):
     """A directory (mode 0755, reachable by qemu's user) that is a tmpfs of ``size`` bytes."""
+    with _mounted("tmpfs", f"size={size},mode=0755", prefix) as directory:
+        yield directory
+
+
+@contextmanager
+def ramfs(prefix: str = "hypersdk-ramfs-"):
+    """A directory on a ramfs: a file system that refuses O_DIRECT (as tmpfs did before Linux 6.6) and
+    reports no size."""
+    with _mounted("ramfs", "mode=0755", prefix) as directory:
+        yield directory
+
+
+@contextmanager
+def _mounted(kind: str, options: str, prefix: str):
+    """A new directory with a file system of ``kind`` mounted on it (root only), unmounted after."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
+        pytest.skip("mounting a file system needs root")
     directory = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "hypersdk-test", str(directory)],
+    subprocess.run(["mount", "-t", kind, "-o", options, "hypersdk-test", str(directory)],
                    check=True, timeout=10, capture_output=True)
     try:
         yield directory

@@ -17,7 +17,7 @@ from typing import Optional
 
 from tests.integration import libvirtd
 from tests.integration.daemon import Daemon, wait_for
-from tests.integration.filesystems import fill, small_filesystem
+from tests.integration.filesystems import fill, ramfs, small_filesystem
 from tests.integration.test_hyperctl import hyperctl
 from tests.integration.test_migration import tool_processes
 from tests.integration.vcsim import MiB, Write, create_vm_with_disk, destroy_vm
@@ -208,6 +208,16 @@ def test_a_destination_that_fills_up_mid_copy_fails_the_job_in_words_and_resumes
             assert job["status"] == "completed", job["error"]
             assert job["progress"]["resumed_at_bytes"] >= 32 * MiB
             assert source.copied_to(image)
+
+
+def test_a_qcow2_on_a_file_system_without_o_direct_is_written_through_the_page_cache(tmp_path, capped, capped_si):
+    with ramfs("hypersdk-tx-ramfs-") as out:
+        with copying(tmp_path, capped, capped_si, 160 * MiB, out=out) as (d, source, _):
+            job = d.wait_finished(d.submit(source.definition(capped, str(out))), 120)
+            assert job["status"] == "completed", job["error"]
+            assert source.copied_to(output_file(out, source.name))
+            assert d.log_contains("its file system does not support O_DIRECT: qemu-nbd writes it through the page"
+                                  " cache")
 
 
 def test_a_killed_daemon_resumes_its_copy_after_restart_reading_little_again(tmp_path, capped, capped_si):

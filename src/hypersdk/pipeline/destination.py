@@ -80,7 +80,7 @@ class Destination:
         else:
             pool = await self._host.pool_info(self._spec.storage_pool)
             free, where = pool.available, f"storage pool {pool.name}"
-        if free < need:
+        if free is not None and free < need:
             raise DestinationProblem(f"not enough room in {where}: {need} bytes needed, {free} available")
 
     async def plan(self, sizes: list[int]) -> list[PlannedDisk]:
@@ -135,9 +135,10 @@ class Destination:
         await self._host.start_domain(name)
 
 
-def _thd_free_space(directory: str) -> int:
+def _thd_free_space(directory: str) -> Optional[int]:
     if not os.path.isdir(directory):
         raise InvalidField("destination.output_dir", f"{directory} is not a directory on the conversion host")
     if not os.access(directory, os.W_OK):
         raise InvalidField("destination.output_dir", f"{directory} is not writable by the daemon")
-    return shutil.disk_usage(directory).free
+    usage = shutil.disk_usage(directory)
+    return usage.free if usage.total else None  # (no size at all, as ramfs says: no room to check)

@@ -96,24 +96,48 @@ async def target_spec(processes: ProcessRunner, target: TargetFile, size: int, r
         return
     directory = tempfile.mkdtemp(prefix="hypersdk-nbd-")  # short: a socket path has 107 bytes at most
     socket, pidfile = os.path.join(directory, "target.sock"), os.path.join(directory, "qemu-nbd.pid")
-    # writeback: a flush (each of the worker's checkpoints) writes the qcow2 out and syncs it to disk,
-    # and qemu orders its own metadata writes, so that a power loss leaves a consistent image
-    argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", "--cache=writeback", "--socket", socket,
-            "--pid-file", pidfile, *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
-    server = processes.spawn("qemu-nbd", argv)
+    server = None
     try:
+        server = await _serve(processes, target, socket, pidfile, read_only)
+        yield {"kind": "nbd", "socket": socket, "path": target.path}
+    finally:
+        if server is not None:
+            await processes.stop(server)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# none: qemu-nbd writes the image straight to the disk (O_DIRECT) instead of copying it into the page
+# cache, which costs the machine CPU for each GiB, the more so when memory is full of other files
+# (benchmarks/transfer.py, part G); verification then reads back the disk itself. Either way a flush
+# (each of the worker's checkpoints) syncs the file, and qemu orders its own metadata writes, so that a
+# power loss leaves a consistent image. writeback: for a file system without O_DIRECT (ramfs, tmpfs
+# before Linux 6.6, some FUSE ones), the same through the page cache.
+CACHE_MODES = ("none", "writeback")
+
+
+async def _serve(processes: ProcessRunner, target: TargetFile, socket: str, pidfile: str, read_only: bool):
+    """qemu-nbd serving ``target`` on ``socket``, once its pid file says it serves it."""
+    for cache in CACHE_MODES:
+        argv = ["qemu-nbd", "--format=qcow2", "--shared=32", "--persistent", f"--cache={cache}", "--socket", socket,
+                "--pid-file", pidfile, *(["--read-only"] if read_only else ["--discard=unmap"]), target.path]
+        server = processes.spawn("qemu-nbd", argv)
         try:  # (its socket is there before it opens the image: the pid file says it serves it)
             await processes.wait_for(server, lambda: os.path.exists(pidfile), SERVER_START_SECONDS,
                                      "qemu-nbd to serve")
+            return server
         except ProcessFailed:  # (it ended: it says why on its last line, as "Read-only file system")
-            said = conditions.in_tool_output(server.result.last_line, f"qemu-nbd opening {target.path}")
+            last = server.result.last_line if server.result is not None else ""
+            if "does not support O_DIRECT" in (last or "") and cache != CACHE_MODES[-1]:
+                log.info("{path}: its file system does not support O_DIRECT: qemu-nbd writes it through the page"
+                         " cache", path=target.path)
+                continue
+            said = conditions.in_tool_output(last, f"qemu-nbd opening {target.path}")
             if said is None:
                 raise
             raise ProcessFailed(said) from None
-        yield {"kind": "nbd", "socket": socket, "path": target.path}
-    finally:
-        await processes.stop(server)
-        shutil.rmtree(directory, ignore_errors=True)
+        except BaseException:
+            await processes.stop(server)
+            raise
 
 
 # What each of the worker's lines holds: its kind (the first of these keys it has) and its fields.

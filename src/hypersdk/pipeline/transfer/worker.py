@@ -275,7 +275,7 @@ class Target:
         if self._fd is not None:
             os.fdatasync(self._fd)
         else:
-            client.flush()  # qemu-nbd (--cache=writeback) writes its qcow2 out and syncs the file
+            client.flush()  # qemu-nbd syncs the qcow2 (its metadata, and the data of --cache=writeback)
 
     def close(self) -> None:
         if self._fd is not None:
