@@ -205,6 +205,14 @@ def copy_stage(job: dict) -> tuple[float, float]:
     return start, start + job["result"]["stage_seconds"]["conversion"]
 
 
+def out_and_daemon(work: Path, part: str) -> tuple[Path, Daemon]:
+    """An empty output directory and a daemon running one job at a time, for ``part``."""
+    out = work / f"out-{part}"
+    out.mkdir()
+    (work / f"d{part}").mkdir()
+    return out, Daemon(work / f"d{part}", {"worker_count": 1}).start()
+
+
 def empty(directory: Path) -> None:
     for f in directory.iterdir():
         f.unlink()
@@ -212,10 +220,7 @@ def empty(directory: Path) -> None:
 
 def figures_a(work: Path, runs: int) -> dict:
     bench = Bench(work, 2 * GiB, 1 * GiB)
-    out = work / "out-a"
-    out.mkdir()
-    (work / "da").mkdir()
-    daemon = Daemon(work / "da", {"worker_count": 1}).start()
+    out, daemon = out_and_daemon(work, "a")
     f: dict[str, list[float]] = {k: [] for k in ("read", "local", "naive", "nbdkit", "job", "job_verify", "cpu")}
     try:
         for run in range(runs):
@@ -252,10 +257,7 @@ def figures_a(work: Path, runs: int) -> dict:
 
 def figures_g(work: Path, runs: int) -> dict:
     bench = Bench(work, 2 * GiB, 1 * GiB)
-    out = work / "out-g"
-    out.mkdir()
-    (work / "dg").mkdir()
-    daemon = Daemon(work / "dg", {"worker_count": 1}).start()
+    out, daemon = out_and_daemon(work, "g")
     f: dict[str, list[float]] = {k: [] for k in ("read", "read_cpu", "qcow2", "qcow2_cpu", "raw", "raw_cpu")}
     try:
         with MachineCPU() as cpu:
@@ -289,10 +291,7 @@ def figures_g(work: Path, runs: int) -> dict:
 
 def figures_bc(work: Path, runs: int) -> dict:
     bench = Bench(work, 1 * GiB, 512 * MiB, stream_rate=64 * MiB)
-    out = work / "out-b"
-    out.mkdir()
-    (work / "db").mkdir()
-    daemon = Daemon(work / "db", {"worker_count": 1}).start()
+    out, daemon = out_and_daemon(work, "b")
     f: dict[str, list[float]] = {"nbdkit": [], "job": [], "copy": [], "reread": []}
     try:
         for run in range(runs):

@@ -396,15 +396,22 @@ def test_a_node_with_another_key_file_is_refused_at_start_and_no_job_fails(tmp_p
             destroy_vm(si.RetrieveContent().searchIndex.FindByInventoryPath(f"DC0/vm/{name}"))
 
 
-def test_a_warm_job_whose_node_is_lost_during_a_pass_goes_on_from_its_change_id_on_the_other_node(
-        tmp_path, postgres, capped, capped_si):
-    from tests.integration.test_warm import guest_disk, passes, same_disk, snapshots_of, warm_definition, powered_on
+def warm_pair(tmp_path, postgres, capped, capped_si) -> tuple[str, Source, Path, list[Daemon]]:
+    """Two nodes, a running source VM with a 160 MiB disk, and an output directory QEMU can reach."""
+    from tests.integration.test_warm import powered_on
 
     uri = libvirtd.ensure_libvirtd()
     libvirtd.ensure_bridge()
     source = powered_on(Source(capped_si, capped, tmp_path, 160 * MiB))
     out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
-    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    return uri, source, out, start_nodes(tmp_path, postgres.new_database(), count=2)
+
+
+def test_a_warm_job_whose_node_is_lost_during_a_pass_goes_on_from_its_change_id_on_the_other_node(
+        tmp_path, postgres, capped, capped_si):
+    from tests.integration.test_warm import guest_disk, passes, same_disk, snapshots_of, warm_definition
+
+    uri, source, out, nodes = warm_pair(tmp_path, postgres, capped, capped_si)
     snapshot = None
     try:
         job_id = nodes[0].submit(warm_definition(source, capped, out, uri, precopy_interval="3s"))
@@ -437,21 +444,12 @@ def test_a_warm_job_whose_node_is_lost_during_a_pass_goes_on_from_its_change_id_
 
 def test_a_warm_job_whose_node_is_lost_during_the_cutover_has_its_source_powered_on_by_the_node_that_takes_it(
         tmp_path, postgres, capped, capped_si):
-    from tests.integration.test_warm import definition_with, powered_on
+    from tests.integration.test_warm import in_the_boot_check_after_the_cutover
 
-    uri = libvirtd.ensure_libvirtd()
-    libvirtd.ensure_bridge()
-    source = powered_on(Source(capped_si, capped, tmp_path, 160 * MiB))
-    out = Path(libvirtd.scratch_dir("hypersdk-cluster-"))
-    nodes = start_nodes(tmp_path, postgres.new_database(), count=2)
+    uri, source, out, nodes = warm_pair(tmp_path, postgres, capped, capped_si)
     try:
-        job_id = nodes[0].submit(definition_with(source, capped, out, uri,
-                                                 {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
-                                                 cutover_at="2000-01-01T00:00:00Z"))
-        job = nodes[1].wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120,
-                                "the boot check after the cutover")
-        assert source.vm.runtime.powerState == "poweredOff"
-        victim = next(node for node in nodes if node.config["node_name"] == job["node"])
+        job_id = in_the_boot_check_after_the_cutover(nodes[0], nodes[1], source, capped, out, uri)
+        victim = next(node for node in nodes if node.config["node_name"] == nodes[1].job(job_id)["node"])
         survivor = next(node for node in nodes if node is not victim)
         victim.kill()
         job = survivor.wait_finished(job_id, 120)

@@ -101,6 +101,17 @@ def definition_with(source: Source, sim, out: Path, uri: str, options: dict, **w
     return definition
 
 
+def in_the_boot_check_after_the_cutover(submitter, watcher, source: Source, sim, out: Path, uri: str) -> str:
+    """A warm job cut over at once whose boot check never passes, in that boot check (the source off,
+    the target running): its id. ``watcher`` (a daemon of the same cluster) waits for it."""
+    job_id = submitter.submit(definition_with(source, sim, out, uri,
+                                              {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
+                                              cutover_at="2000-01-01T00:00:00Z"))
+    watcher.wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120, "the boot check after the cutover")
+    assert source.vm.runtime.powerState == "poweredOff"
+    return job_id
+
+
 def history(d, job_id: str) -> list[str]:
     return [h["message"] for h in d.job(job_id)["history"]]
 
@@ -164,11 +175,7 @@ def test_a_daemon_killed_after_the_switch_off_powers_the_source_on_at_its_next_s
         tmp_path, capped, capped_si, libvirt_uri):
     with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
         powered_on(source)
-        job_id = d.submit(definition_with(source, capped, out, libvirt_uri,
-                                          {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
-                                          cutover_at="2000-01-01T00:00:00Z"))
-        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120, "the boot check after the cutover")
-        assert source.vm.runtime.powerState == "poweredOff"
+        job_id = in_the_boot_check_after_the_cutover(d, d, source, capped, out, libvirt_uri)
         d.kill()
         d.start()
         job = d.wait_finished(job_id, 60)
@@ -183,11 +190,7 @@ def test_a_cancel_during_the_cutover_powers_the_source_on_again_and_leaves_no_ta
         tmp_path, capped, capped_si, libvirt_uri):
     with copying(tmp_path, capped, capped_si, SIZE) as (d, source, out):
         powered_on(source)
-        job_id = d.submit(definition_with(source, capped, out, libvirt_uri,
-                                          {"boot_check": {"timeout": 600, "ready_pattern": "never printed"}},
-                                          cutover_at="2000-01-01T00:00:00Z"))
-        d.wait_job(job_id, lambda j: j["progress"]["stage"] == "boot_check", 120, "the boot check after the cutover")
-        assert source.vm.runtime.powerState == "poweredOff"
+        job_id = in_the_boot_check_after_the_cutover(d, d, source, capped, out, libvirt_uri)
         assert d.post("/jobs/cancel", {"job_ids": [job_id]}).status_code == 200
         job = d.wait_finished(job_id, 60)
         assert job["status"] == "cancelled", job
