@@ -347,7 +347,8 @@ class JobManager:
                 self._fill_again = False
                 while (not self._stopping and not self._paused and not self._fenced
                        and self._slots.free(self._running) > 0):
-                    job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
+                    with self._slots.claiming():  # (a warm job taking its slot back meanwhile finds it taken)
+                        job = await self._store.claim_next(self._clock.seconds(), self._jobs_per_vcenter)
                     if job is None:
                         break
                     if self._stopping or self._paused or self._fenced or job.id in self._running:
@@ -359,6 +360,7 @@ class JobManager:
         finally:
             self._filling = False
             self._claims.release()
+            self._slots.hand_out(self._running)  # (a slot a claim held and did not use)
 
     async def _give_back(self, job: Job) -> None:
         await self._store.requeue(job.id, self._clock.seconds(), (RUNNING,),
@@ -467,6 +469,7 @@ class JobManager:
             self._moved(RUNNING, PENDING)
             for waiter in run.waiters:
                 waiter.callback(PENDING)
+            self._slots.hand_out(self._running)  # (to a warm job waiting for one: this node claims no more now)
         self.log.info("job {job_id}: {note}", job_id=job_id, note=note)
         if job is not None:
             self._publish(events.JOB_PROGRESS, job)

@@ -8,7 +8,8 @@ one back come before pending jobs: they have started, and their source is waitin
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -21,18 +22,28 @@ class WorkerSlots:
         self._on_free = on_free  # a slot may be free now: start pending jobs
         self._idle: set[str] = set()  # jobs running without a slot (between warm passes)
         self._waiting: list[tuple[str, Deferred]] = []
+        self._claims = 0  # slots held for a job being claimed from the store
 
     def busy(self, running) -> int:
-        """Slots held by the ``running`` job ids."""
+        """Slots held by the ``running`` job ids (what /status calls active workers)."""
         return sum(1 for job_id in running if job_id not in self._idle)
+
+    @contextmanager
+    def claiming(self) -> Iterator[None]:
+        """A slot held while a job is claimed: the store answers later, and the job runs only then."""
+        self._claims += 1
+        try:
+            yield
+        finally:
+            self._claims -= 1
 
     def free(self, running) -> int:
         """Slots a pending job may take: what is left once the waiting warm jobs have theirs."""
-        return self.count - self.busy(running) - len(self._waiting)
+        return self.count - self.busy(running) - self._claims - len(self._waiting)
 
     def hand_out(self, running) -> None:
         """Give free slots to the warm jobs waiting for one, first come first served."""
-        while self._waiting and self.busy(running) < self.count:
+        while self._waiting and self.busy(running) + self._claims < self.count:
             job_id, taken = self._waiting.pop(0)
             self._idle.discard(job_id)
             taken.callback(None)

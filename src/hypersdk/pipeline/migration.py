@@ -263,9 +263,12 @@ class MigrationPipeline:
         except BaseException as e:  # the source was (being) switched off: it comes back, whatever happened
             if isinstance(e, (JobLost, Suspended)):
                 raise
-            rolled_back = await run.roll_back(e)
-            if isinstance(e, CancelledError) and job.suspending is None:  # the user's cancel: still a cancel
-                job.reporter.note(rolled_back.message)
+            # (a cutover stopped from outside does not resume: it is rolled back; the reason, without
+            # the promise to resume that a stop makes to a copy)
+            stopped = job.suspending.split(": resumes")[0] if job.suspending else None
+            rolled_back = await run.roll_back(e, stopped)
+            if isinstance(e, CancelledError) and stopped is None and rolled_back.powered_on:
+                job.reporter.note(rolled_back.message)  # the user's cancel, with the source back: still a cancel
                 raise
             raise rolled_back from e
         return {**self._result(job, delivered, planned, sources, prepared, copying),

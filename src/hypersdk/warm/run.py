@@ -27,8 +27,9 @@ POWER_ON_SECONDS = 300.0
 class RolledBack(HyperSDKError):
     code = "rolled_back"
 
-    def __init__(self, message: str, cause: Optional[BaseException] = None):
+    def __init__(self, message: str, cause: Optional[BaseException] = None, powered_on: bool = True):
         super().__init__(message)
+        self.powered_on = powered_on  # False: the source is still off, and the message says to power it on
         # what the failure itself gives the job: a boot check's console, a domain kept for inspection
         for attribute in ("result", "keep_destination"):
             if hasattr(cause, attribute):
@@ -162,10 +163,11 @@ class WarmRun:
         """Seconds since the source went off (the target is up now)."""
         return None if self.switched_off_at is None else round(self._clock.seconds() - self.switched_off_at, 3)
 
-    async def roll_back(self, cause: BaseException) -> RolledBack:
-        """Power the source on again; the error the job fails with (the cause's, saying so)."""
+    async def roll_back(self, cause: BaseException, stopped: Optional[str] = None) -> RolledBack:
+        """Power the source on again; the error the job fails with (the cause's, saying so). A cancel
+        says why the job was stopped: ``stopped`` (the daemon's stop, a takeover), or the user's cancel."""
         if isinstance(cause, CancelledError):
-            why = "cancelled"
+            why = stopped or "cancelled"
         else:
             why = getattr(cause, "message", None) or str(cause) or type(cause).__name__
         if why.startswith("rolled back: "):
@@ -177,5 +179,5 @@ class WarmRun:
             self.log.error("powering {vm} on again failed: {error}", vm=self._vm_name,
                            error=getattr(e, "message", None) or repr(e))
             return RolledBack(f"rolled back: {why}; powering source {self._vm_name} on again FAILED:"
-                              f" {getattr(e, 'message', None) or e}: power it on yourself", cause)
+                              f" {getattr(e, 'message', None) or e}: power it on yourself", cause, powered_on=False)
         return RolledBack(f"rolled back: {why}; source {self._vm_name} powered on again", cause)

@@ -1,5 +1,5 @@
 import pytest
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
 from hypersdk import events
@@ -354,3 +354,24 @@ def test_a_warm_job_cancelled_while_it_waits_for_a_slot_leaves_the_slot_to_the_q
     assert h.status(warm) == CANCELLED and h.pipeline.started == [warm, cold]
     h.pipeline.runs[cold].complete()
     assert h.pipeline.started == [warm, cold, later]
+
+
+def test_a_warm_job_taking_its_slot_back_while_a_job_is_claimed_waits_for_the_claim_to_end():
+    h = Harness(workers=1).start()
+    [warm] = h.submit()
+    h.pipeline.runs[warm].slot.give_back()
+    store_answers, claim = Deferred(), h.store.claim_next
+
+    async def slow_claim(*args):
+        await store_answers
+        return await claim(*args)
+
+    h.store.claim_next = slow_claim
+    [cold] = h.submit()  # claimed: the store has not answered yet
+    taking = h.pipeline.runs[warm].slot.take_back()
+    assert not taking.called  # the claim holds the one slot
+    store_answers.callback(None)
+    assert h.pipeline.started == [warm, cold] and not taking.called
+    assert h.manager.status()["active_workers"] == 1  # never two jobs at work on one slot
+    h.pipeline.runs[cold].complete()
+    assert taking.called

@@ -164,3 +164,18 @@ def test_between_passes_the_worker_slot_is_given_back_and_the_next_pass_waits_to
     assert not waiting.called  # the cutover needs a slot too
     slot.taking.callback(None)
     result_of(waiting)
+
+
+def test_a_cancel_whose_power_on_fails_says_so_and_one_from_a_stop_says_why():
+    failing = FakeVM()
+    failing.power_on = lambda: fail(UpstreamTimeout("vCenter did not answer"))
+    run, _, _, _, _ = warm_run(WarmOption(), failing)
+    result_of(ensureDeferred(run.switch_off()))
+    rolled = result_of(ensureDeferred(run.roll_back(CancelledError())))
+    assert rolled.powered_on is False and rolled.message == (
+        "rolled back: cancelled; powering source web on again FAILED: vCenter did not answer: power it on yourself")
+    stopped, _, _, _, _ = warm_run(WarmOption())
+    result_of(ensureDeferred(stopped.switch_off()))
+    rolled = result_of(ensureDeferred(stopped.roll_back(CancelledError(), "the daemon stopped during cutover")))
+    assert rolled.powered_on and rolled.message == ("rolled back: the daemon stopped during cutover; source web"
+                                                    " powered on again")
