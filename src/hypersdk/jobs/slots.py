@@ -52,6 +52,18 @@ class WorkerSlots:
         self._idle.discard(job_id)
         self._waiting = [(other, d) for other, d in self._waiting if other != job_id]
 
+    def give_back(self, job_id: str) -> None:
+        self._idle.add(job_id)
+        self._on_free()
+
+    def take_back(self, job_id: str) -> Deferred:
+        if job_id not in self._idle:
+            return succeed(None)
+        taken = Deferred(canceller=self._forget)
+        self._waiting.append((job_id, taken))
+        self._on_free()  # hands it out at once if a slot is free
+        return taken
+
     def _forget(self, taken: Deferred) -> None:  # a cancelled wait
         self._waiting = [(job_id, d) for job_id, d in self._waiting if d is not taken]
 
@@ -60,7 +72,7 @@ class WorkerSlots:
 
 
 class JobSlot:
-    """One job's view of its slot, as the pipeline uses it."""
+    """One job's slot, as the pipeline uses it."""
 
     def __init__(self, slots: WorkerSlots, job_id: str):
         self._slots = slots
@@ -68,21 +80,11 @@ class JobSlot:
 
     def give_back(self) -> None:
         """The job waits (between warm passes): its slot may run another job meanwhile."""
-        self._slots._idle.add(self._job_id)
-        self._slots._on_free()
+        self._slots.give_back(self._job_id)
 
     def take_back(self) -> Deferred:
         """Fires once the job holds a slot again (at once if one is free)."""
-        slots = self._slots
-        if self._job_id not in slots._idle:
-            return succeed(None)
-        taken = Deferred(canceller=slots._forget)
-        slots._waiting.append((self._job_id, taken))
-        slots._on_free()  # hands it out at once if a slot is free
-        return taken
-
-    def held(self) -> bool:
-        return self._job_id not in self._slots._idle
+        return self._slots.take_back(self._job_id)
 
 
 class HeldSlot:
@@ -93,6 +95,3 @@ class HeldSlot:
 
     def take_back(self) -> Deferred:
         return succeed(None)
-
-    def held(self) -> bool:
-        return True
