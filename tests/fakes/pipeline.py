@@ -56,9 +56,9 @@ class ScriptedPipeline:
     def inspection_problem(self):
         return None
 
-    def suspend(self, job_id, why):
+    def suspend(self, job_id, why, then=""):
         if job_id in self.runs:
-            self.runs[job_id].suspended = why
+            self.runs[job_id].suspended = f"{why}: {then}" if then else why
 
     async def preflight(self, spec):
         self.preflighted = getattr(self, "preflighted", []) + [spec.vm_path]

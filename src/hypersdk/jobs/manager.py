@@ -52,9 +52,10 @@ class Pipeline(Protocol):
     def cutover(self, job_id: str) -> bool:
         """A warm job in precopy starts its cutover now; False if it is not in precopy here."""
 
-    def suspend(self, job_id: str, why: str) -> None:
+    def suspend(self, job_id: str, why: str, then: str = "") -> None:
         """The job is being stopped for ``why`` (the daemon stops, the node fenced itself or lost the
-        job): keep what can be resumed (the run then ends with a ``requeue`` error saying ``why``)."""
+        job): keep what can be resumed (the run then ends with a ``requeue`` error saying ``why: then``,
+        ``then`` saying how it resumes)."""
 
 
 @define
@@ -117,7 +118,8 @@ class JobManager:
         self._stopping = True
         waits = [run.when_done() for run in self._running.values()]
         for run in list(self._running.values()):
-            self._pipeline.suspend(run.job.id, f"the daemon stopped during {run.reporter.stage}: resumes at its next start")
+            self._pipeline.suspend(run.job.id, f"the daemon stopped during {run.reporter.stage}",
+                                   "resumes at its next start")
             self._cancel_run(run, "shutdown")
         if waits:
             self._outcomes_unstorable = Deferred()
@@ -169,8 +171,8 @@ class JobManager:
         self._fenced = reason
         for run in list(self._running.values()):
             if run.reporter.stage in RESUMABLE_STAGES:
-                self._pipeline.suspend(run.job.id, f"stopped during {run.reporter.stage}: {reason}: resumes from"
-                                                   " its checkpoints")
+                self._pipeline.suspend(run.job.id, f"stopped during {run.reporter.stage}: {reason}",
+                                       "resumes from its checkpoints")
                 self._cancel_run(run, "fenced")
         self._give_up_if_unstorable()
 

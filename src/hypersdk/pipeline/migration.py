@@ -97,6 +97,7 @@ class _Job:
     stage_seconds: dict = field(factory=dict)
     copying: Optional[Copying] = None
     suspending: Optional[str] = None  # why it is stopped from outside: a copy with checkpoints is kept to resume
+    resumes: str = ""  # how a copy so stopped resumes ("resumes at its next start")
     warm: Optional[WarmRun] = None  # a warm job's passes and cutover
     _stage_started: float = 0.0
 
@@ -171,15 +172,17 @@ class MigrationPipeline:
 
     # -- the job ---------------------------------------------------------------------
 
-    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot=None) -> Deferred:
-        return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter, slot or HeldSlot()))
+    def run(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot: JobSlot) -> Deferred:
+        return Deferred.fromCoroutine(self._migrate(spec, job_id, reporter, slot))
 
-    def suspend(self, job_id: str, why: str) -> None:
-        """The job is stopped from outside for ``why``: a copy with checkpoints keeps what it wrote, to resume."""
+    def suspend(self, job_id: str, why: str, then: str = "") -> None:
+        """The job is stopped from outside for ``why``: a copy with checkpoints keeps what it wrote, to
+        resume as ``then`` says."""
         if job_id in self._jobs:
             self._jobs[job_id].suspending = why
+            self._jobs[job_id].resumes = then
 
-    async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot) -> dict:
+    async def _migrate(self, spec: JobSpec, job_id: str, reporter: ProgressReporter, slot: JobSlot) -> dict:
         job = _Job(spec, job_id, reporter, os.path.join(self._work_root, job_id), self._reactor.seconds,
                    JobLeftovers(self._leftovers, job_id, self._reactor.seconds), slot)
         self._jobs[job_id] = job
@@ -197,7 +200,7 @@ class MigrationPipeline:
             elif not isinstance(e, JobLost) and not suspended:  # kept on purpose: the job's result lists what
                 await self._keep(job, e)
             if suspended:
-                raise Suspended(job.suspending) from None
+                raise Suspended(f"{job.suspending}: {job.resumes}" if job.resumes else job.suspending) from None
             raise
         else:
             await job.leftovers.forget()  # what it made is its result now
@@ -263,11 +266,8 @@ class MigrationPipeline:
         except BaseException as e:  # the source was (being) switched off: it comes back, whatever happened
             if isinstance(e, (JobLost, Suspended)):
                 raise
-            # (a cutover stopped from outside does not resume: it is rolled back; the reason, without
-            # the promise to resume that a stop makes to a copy)
-            stopped = job.suspending.split(": resumes")[0] if job.suspending else None
-            rolled_back = await run.roll_back(e, stopped)
-            if isinstance(e, CancelledError) and stopped is None and rolled_back.powered_on:
+            rolled_back = await run.roll_back(e, job.suspending)  # (a cutover stopped from outside does not resume)
+            if isinstance(e, CancelledError) and job.suspending is None and rolled_back.powered_on:
                 job.reporter.note(rolled_back.message)  # the user's cancel, with the source back: still a cancel
                 raise
             raise rolled_back from e

@@ -16,7 +16,6 @@ from twisted.logger import Logger
 
 from ..errors import HyperSDKError, UpstreamTimeout
 from ..jobs.definition import WarmOption
-from ..jobs.slots import HeldSlot
 from ..timefmt import rfc3339
 from ..pipeline.leftovers import Leftover
 from .precopy import Pass, Precopy
@@ -48,7 +47,7 @@ class WarmRun:
 
     def __init__(self, *, clock, precopy: Precopy, vm: SwitchableVM, vm_name: str, option: WarmOption,
                  shutdown_timeout: float, reporter, note: Callable[[str], None], leftovers, source_off: Leftover,
-                 slot=None):
+                 slot):
         self._clock = clock  # a reactor: seconds() and callLater()
         self._precopy = precopy
         self._vm = vm
@@ -59,7 +58,7 @@ class WarmRun:
         self._note = note
         self._leftovers = leftovers  # JobLeftovers
         self._source_off = source_off  # recorded before the switch-off: a crash then powers it on at the next start
-        self._slot = slot or HeldSlot()  # its worker slot: given back between passes
+        self._slot = slot  # its worker slot (jobs/slots.py): given back between passes
         # passes of an interrupted run of this job (restart, takeover) go on being listed and counted
         self._earlier = [dict(p) for p in reporter.progress.passes]
         self.passes: list[Pass] = []

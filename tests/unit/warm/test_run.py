@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from hypersdk.errors import HyperSDKError, UpstreamTimeout
 from hypersdk.jobs.definition import WarmOption
 from hypersdk.jobs.model import Progress
+from hypersdk.jobs.slots import HeldSlot
 from hypersdk.pipeline.leftovers import Leftover
 from hypersdk.warm.precopy import Pass
 from hypersdk.warm.run import RolledBack, WarmRun
@@ -93,7 +94,7 @@ def warm_run(option, vm=None, slot=None):
     notes, reporter, leftovers = [], Reporter(), Leftovers()
     run = WarmRun(clock=clock, precopy=FakePrecopy(clock), vm=vm or FakeVM(), vm_name="web", option=option,
                   shutdown_timeout=300, reporter=reporter, note=notes.append, leftovers=leftovers,
-                  source_off=Leftover.source_off("vc:443", "DC0/vm/web"), slot=slot)
+                  source_off=Leftover.source_off("vc:443", "DC0/vm/web"), slot=slot or HeldSlot())
     return run, clock, notes, reporter, leftovers
 
 
