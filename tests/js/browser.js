@@ -21,4 +21,21 @@ function acceptDialogs(page) {
   return messages;
 }
 
-module.exports = { acceptDialogs, openPage };
+// The dashboard (HYPERSDK_URL) with one job's row (HYPERSDK_JOB), every confirmation accepted:
+// ``body({ page, row, dialogs, errors })`` returns what the script prints as one JSON line.
+function onJobPage(body) {
+  const main = async () => {
+    const { browser, page, errors } = await openPage();
+    try {
+      const dialogs = acceptDialogs(page);
+      await page.goto(process.env.HYPERSDK_URL);
+      const row = `tr[data-id="${process.env.HYPERSDK_JOB}"]`;
+      console.log(JSON.stringify(await body({ page, row, dialogs, errors })));
+    } finally {
+      await browser.close();
+    }
+  };
+  main().catch((error) => { console.error(String(error)); process.exit(1); });
+}
+
+module.exports = { onJobPage, openPage };
