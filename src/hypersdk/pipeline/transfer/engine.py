@@ -127,7 +127,7 @@ async def _serve(processes: ProcessRunner, target: TargetFile, socket: str, pidf
             return server
         except ProcessFailed:  # (it ended: it says why on its last line, as "Read-only file system")
             last = server.result.last_line if server.result is not None else ""
-            if "does not support O_DIRECT" in (last or "") and cache != CACHE_MODES[-1]:
+            if "does not support O_DIRECT" in last and cache != CACHE_MODES[-1]:
                 log.info("{path}: its file system does not support O_DIRECT: qemu-nbd writes it through the page"
                          " cache", path=target.path)
                 continue
